@@ -1,0 +1,1 @@
+"""One module per `fastdiffc` subcommand; see fastdiffc/cli.py."""
