@@ -1,0 +1,1 @@
+"""Benchmark targets behind `fastdiffc bench` (one module each)."""

@@ -1,0 +1,1 @@
+"""Evaluation: classical codecs, metrics, RD sweeps, BD-rate, plots."""

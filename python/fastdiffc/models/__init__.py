@@ -1,0 +1,1 @@
+"""Models: UNet, analytic Gaussian denoiser, base codecs, CDC transforms, weights registry."""

@@ -1,0 +1,1 @@
+"""Training loops and data (patch datasets from image folders)."""
