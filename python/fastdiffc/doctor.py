@@ -5,14 +5,22 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+from importlib import metadata
 
 
 def _try_version(module: str) -> str | None:
+    """Version of an importable module, None when it does not import."""
     try:
         mod = importlib.import_module(module)
     except Exception:  # noqa: BLE001 - any import failure means "not available"
         return None
-    return str(getattr(mod, "__version__", "unknown"))
+    version = getattr(mod, "__version__", None)
+    if version is None:  # e.g. constriction has no __version__; ask the installed distribution
+        try:
+            version = metadata.version(module)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+    return str(version)
 
 
 def collect() -> dict:
