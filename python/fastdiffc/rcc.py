@@ -1,0 +1,285 @@
+"""Reverse channel coding of a Gaussian: communicate ε ~ N(μ, I) against the prior N(0, I) (DESIGN §5).
+
+    enc = encode(mu, seed=s, step=k)          # enc.payload: bytes, enc.sample: ε (mu's shape)
+    eps = decode(enc.payload, mu.size, seed=s, step=k)   # == enc.sample.ravel(), bit for bit
+
+A step's dimensions are split by a permutation shared through (seed, step) into n near-equal
+chunks, n = ceil(KL_bits / (b − margin)); chunk c picks one of 2^b seeded candidates (`pfr`:
+Poisson functional representation, `importance`: index drawn ∝ its importance weight) and the
+payload carries n and the indices (fastdiffc.entropy). Decoding regenerates only the chosen
+candidates. A step with μ = 0 has KL = 0, zero chunks, and an empty payload; its sample is a
+prior draw from the shared randomness.
+
+Backends compute identical bits: "cpp" (fastdiffc._core, OpenMP), "cuda" (fastdiffc._cuda,
+selection only; the rest runs on the CPU), "numpy" (fastdiffc.rcc_numpy, the reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import entropy
+from . import rcc_numpy as _ref
+
+SCHEMES = ("pfr", "importance")
+BACKENDS = ("auto", "cpp", "cuda", "numpy")
+MIN_BITS_PER_CHUNK = 1
+MAX_BITS_PER_CHUNK = _ref.MAX_BITS
+MARGIN_UNITS = 16  # margins are stored as integer sixteenths of a bit
+DEFAULT_BITS_PER_CHUNK = 12
+DEFAULT_MARGIN = 2.0
+
+_SCHEME_IDS = {"pfr": 0, "importance": 1}
+
+
+@dataclass(frozen=True)
+class RCCSettings:
+    """RCC settings as integers, as stored in a file header (`to_dict` / `from_dict`).
+
+    bits_per_chunk b in [1, 20]: 2^b candidates per chunk. margin_sixteenths m: the target KL
+    per chunk is b − m/16 bits; 0 <= m <= 16 (b − 1), so every chunk carries at least 1 bit.
+    """
+
+    bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK
+    margin_sixteenths: int = int(DEFAULT_MARGIN * MARGIN_UNITS)
+    scheme: str = "pfr"
+
+    def __post_init__(self) -> None:
+        b, m = self.bits_per_chunk, self.margin_sixteenths
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+            raise ValueError(f"bits_per_chunk must be an integer, got {b!r}")
+        if not MIN_BITS_PER_CHUNK <= b <= MAX_BITS_PER_CHUNK:
+            raise ValueError(f"bits_per_chunk must be in [{MIN_BITS_PER_CHUNK}, {MAX_BITS_PER_CHUNK}], got {b}")
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+            raise ValueError(f"margin_sixteenths must be an integer, got {m!r}")
+        if not 0 <= m <= MARGIN_UNITS * (b - 1):
+            raise ValueError(f"margin must be in [0, bits_per_chunk - 1] = [0, {b - 1}] bits, got {m / MARGIN_UNITS}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown RCC scheme {self.scheme!r}; expected one of {SCHEMES}")
+        object.__setattr__(self, "bits_per_chunk", int(b))
+        object.__setattr__(self, "margin_sixteenths", int(m))
+
+    @classmethod
+    def create(cls, bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK, margin: float = DEFAULT_MARGIN,
+               scheme: str = "pfr") -> RCCSettings:
+        """Settings from a margin in bits (a multiple of 1/16)."""
+        try:
+            scaled = float(margin) * MARGIN_UNITS
+        except (TypeError, ValueError):
+            raise ValueError(f"margin must be a number of bits, got {margin!r}") from None
+        if not math.isfinite(scaled) or scaled != round(scaled):
+            raise ValueError(f"margin must be a finite multiple of 1/{MARGIN_UNITS} bit, got {margin!r}")
+        return cls(bits_per_chunk, int(round(scaled)), scheme)
+
+    @property
+    def margin(self) -> float:
+        return self.margin_sixteenths / MARGIN_UNITS
+
+    @property
+    def candidates(self) -> int:
+        return 1 << self.bits_per_chunk
+
+    def chunk_count(self, kl_bits: float, dim: int) -> int:
+        """n = ceil(KL / (b − margin)), at most dim; 0 only when KL is exactly 0."""
+        if kl_bits <= 0.0:
+            return 0
+        budget16 = MARGIN_UNITS * self.bits_per_chunk - self.margin_sixteenths
+        return max(1, min(dim, math.ceil(kl_bits * MARGIN_UNITS / budget16)))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"bits_per_chunk": self.bits_per_chunk, "margin_sixteenths": self.margin_sixteenths,
+                "scheme": _SCHEME_IDS[self.scheme]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RCCSettings:
+        try:
+            scheme_id = int(d["scheme"])
+            names = {v: k for k, v in _SCHEME_IDS.items()}
+            if scheme_id not in names:
+                raise ValueError(f"unknown RCC scheme id {scheme_id}")
+            return cls(int(d["bits_per_chunk"]), int(d["margin_sixteenths"]), names[scheme_id])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"bad RCC settings {d!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One coded step: payload bytes, the communicated sample ε (float32, μ's shape), KL in bits, chunk count."""
+
+    payload: bytes
+    sample: np.ndarray
+    kl_bits: float
+    chunks: int
+    indices: np.ndarray
+
+
+# ------------------------------------------------------------------ backends
+class _NumpyBackend:
+    name = "numpy"
+
+    def permutation(self, seed, step, dim):
+        return _ref.permutation(seed, step, dim)
+
+    def select(self, mu_perm, chunks, bits, seed, step, scheme):
+        return _ref.select(mu_perm, chunks, bits, seed, step, scheme)
+
+    def chosen(self, indices, dim, seed, step):
+        return _ref.chosen_candidates(indices, dim, seed, step)
+
+
+class _CppBackend:
+    name = "cpp"
+
+    def __init__(self) -> None:
+        from . import _core
+
+        if not hasattr(_core, "rcc_select"):
+            raise RuntimeError("fastdiffc._core was built without RCC support; rebuild (scripts/dev_build.sh)")
+        self._core = _core
+
+    def permutation(self, seed, step, dim):
+        return self._core.rcc_permutation(int(seed), int(step), int(dim))
+
+    def select(self, mu_perm, chunks, bits, seed, step, scheme):
+        return self._core.rcc_select(mu_perm, int(chunks), int(bits), int(seed), int(step), scheme)
+
+    def chosen(self, indices, dim, seed, step):
+        return self._core.rcc_chosen(np.ascontiguousarray(indices, dtype=np.int64), int(dim), int(seed), int(step))
+
+
+class _CudaBackend(_CppBackend):
+    """Candidate selection on the GPU; permutation and the chosen candidates come from the CPU (cheap, identical)."""
+
+    name = "cuda"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from . import _cuda
+
+        if _cuda.device_count() <= 0:
+            raise RuntimeError("backend='cuda' needs a CUDA device; none was found")
+        self._cuda = _cuda
+
+    def select(self, mu_perm, chunks, bits, seed, step, scheme):
+        return self._cuda.rcc_select(mu_perm, int(chunks), int(bits), int(seed), int(step), scheme)
+
+
+def cuda_available() -> bool:
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    return hasattr(_cuda, "rcc_select") and _cuda.device_count() > 0
+
+
+def cpp_available() -> bool:
+    try:
+        from . import _core
+    except ImportError:
+        return False
+    return hasattr(_core, "rcc_select")
+
+
+def get_backend(name: str = "auto"):
+    """auto: cuda when a device exists, else cpp (numpy only if the native module is missing)."""
+    if name == "auto":
+        name = "cuda" if cuda_available() else "cpp" if cpp_available() else "numpy"
+    if name == "numpy":
+        return _NumpyBackend()
+    if name == "cpp":
+        return _CppBackend()
+    if name == "cuda":
+        return _CudaBackend()
+    raise ValueError(f"unknown RCC backend {name!r}; expected one of {BACKENDS}")
+
+
+# ------------------------------------------------------------------ public API
+def _settings(bits_per_chunk, margin, scheme, settings) -> RCCSettings:
+    if settings is not None:
+        if not isinstance(settings, RCCSettings):
+            raise TypeError("settings must be an RCCSettings")
+        return settings
+    return RCCSettings.create(bits_per_chunk, margin, scheme)
+
+
+def _check_seed_step(seed, step) -> tuple[int, int]:
+    for name, v in (("seed", seed), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    seed, step = int(seed), int(step)
+    if not 0 <= seed < 1 << 64:
+        raise ValueError(f"seed must be in [0, 2^64), got {seed}")
+    if not 0 <= step < _ref.STEP_LIMIT:
+        raise ValueError(f"step must be in [0, 2^28), got {step}")
+    return seed, step
+
+
+def _check_dim(dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise ValueError(f"dim must be an integer, got {dim!r}")
+    if not 1 <= int(dim) < _ref.DIM_LIMIT:
+        raise ValueError(f"dim must be in [1, 2^31), got {dim}")
+    return int(dim)
+
+
+def kl_bits(mu) -> float:
+    """KL[N(μ, I) ‖ N(0, I)] = ‖μ‖² / 2 nats, in bits."""
+    m = np.asarray(mu, dtype=np.float32).astype(np.float64).ravel()
+    return float(np.dot(m, m)) / (2.0 * math.log(2.0))
+
+
+def encode(mu, *, seed: int, step: int = 0, bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK,
+           margin: float = DEFAULT_MARGIN, scheme: str = "pfr", backend: str = "auto",
+           settings: RCCSettings | None = None) -> Encoded:
+    """Communicate ε ≈ N(mu, I): returns the payload and the sample the decoder will reproduce."""
+    cfg = _settings(bits_per_chunk, margin, scheme, settings)
+    seed, step = _check_seed_step(seed, step)
+    try:
+        arr = np.asarray(mu, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"mu must be convertible to a float32 array: {e}") from None
+    if arr.size == 0:
+        raise ValueError("mu is empty")
+    dim = _check_dim(arr.size)
+    flat = np.ascontiguousarray(arr.reshape(-1))
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("mu contains NaN or infinity")
+    be = get_backend(backend)
+    kl = kl_bits(flat)
+    chunks = cfg.chunk_count(kl, dim)
+    perm = be.permutation(seed, step, dim)
+    if chunks:
+        indices = np.asarray(be.select(flat[perm], chunks, cfg.bits_per_chunk, seed, step, cfg.scheme), np.int64)
+    else:
+        indices = np.zeros(0, dtype=np.int64)
+    payload = entropy.encode_rcc_indices(indices, bits=cfg.bits_per_chunk, scheme=cfg.scheme)
+    sample = _assemble(be, indices, perm, dim, seed, step)
+    return Encoded(payload=payload, sample=sample.reshape(arr.shape), kl_bits=kl, chunks=chunks, indices=indices)
+
+
+def decode(payload: bytes, dim: int, *, seed: int, step: int = 0, bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK,
+           margin: float = DEFAULT_MARGIN, scheme: str = "pfr", backend: str = "auto",
+           settings: RCCSettings | None = None) -> np.ndarray:
+    """The float32 (dim,) sample that `encode` communicated with `payload` (same seed, step, settings)."""
+    cfg = _settings(bits_per_chunk, margin, scheme, settings)
+    seed, step = _check_seed_step(seed, step)
+    dim = _check_dim(dim)
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+    indices = entropy.decode_rcc_indices(bytes(payload), bits=cfg.bits_per_chunk, scheme=cfg.scheme, max_chunks=dim)
+    be = get_backend(backend)
+    if be.name == "cuda":  # decoding is cheap; the CPU path avoids a device round trip
+        be = _CppBackend()
+    perm = be.permutation(seed, step, dim)
+    return _assemble(be, indices, perm, dim, seed, step)
+
+
+def _assemble(be, indices: np.ndarray, perm: np.ndarray, dim: int, seed: int, step: int) -> np.ndarray:
+    # Zero chunks (μ = 0): the sample is candidate 0 of a single chunk, a free draw from the prior.
+    chosen = be.chosen(indices if indices.size else np.zeros(1, dtype=np.int64), dim, seed, step)
+    sample = np.empty(dim, dtype=np.float32)
+    sample[perm] = chosen
+    return sample
