@@ -1,6 +1,7 @@
 """Diffusion shared by every pipeline: log-SNR schedules, VP maths, Denoiser protocol, samplers."""
 
 from .denoiser import Denoiser, EpsDenoiser, VDenoiser
+from .samplers import sample, sample_ancestral, sample_ddim, sample_flow
 from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
 from .vp import alpha_sigma, posterior, step_kl
 
@@ -15,4 +16,8 @@ __all__ = [
     "alpha_sigma",
     "posterior",
     "step_kl",
+    "sample",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_flow",
 ]
