@@ -1,0 +1,202 @@
+"""summary.md and RD plots from a points.csv.
+
+Curves: for each codec and setting, the mean over images of bpp and of each metric
+(the usual way to average RD curves, e.g. in CompressAI). Every curve uses the same
+images — those for which every codec has points — so averages are comparable. A
+(codec, setting) missing on one of those images is left out of the curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .bdrate import bd_rate, msssim_db, quality_at_rate
+from .sweep import POINTS_FILE, read_points
+
+REPORT_RATES = (0.1, 0.25, 0.5, 1.0)
+BD_ANCHORS = ("jpeg", "heic")
+METRIC_INFO = {  # name: (axis label, higher is better, decimals)
+    "psnr": ("PSNR (dB, RGB)", True, 2),
+    "msssim": ("MS-SSIM", True, 4),
+    "ssimulacra2": ("SSIMULACRA2", True, 2),
+    "realism": ("realism: Laplacian-patch SWD (lower is better)", False, 4),
+}
+SUMMARY_FILE = "summary.md"
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _setting_order(setting: str) -> tuple:
+    name, _, value = setting.partition("=")
+    return (name, _float(value))
+
+
+def build_curves(rows: Sequence[Mapping[str, str]]) -> tuple[dict[str, list[dict]], list[str], list[str]]:
+    """(curves by codec, images used, images left out); a curve is a list of mean points by rate."""
+    images_of: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        images_of[row["codec"]].add(row["image"])
+    all_images = sorted({row["image"] for row in rows})
+    common = set(all_images)
+    for images in images_of.values():
+        common &= images
+    used = sorted(common)
+    groups: dict[tuple[str, str], list[Mapping[str, str]]] = defaultdict(list)
+    for row in rows:
+        if row["image"] in common:
+            groups[(row["codec"], row["setting"])].append(row)
+    curves: dict[str, list[dict]] = {}
+    for codec in sorted(images_of):
+        points = []
+        settings = sorted({s for (c, s) in groups if c == codec}, key=_setting_order)
+        for setting in settings:
+            members = groups[(codec, setting)]
+            if {r["image"] for r in members} != common:
+                continue
+            point = {"setting": setting, "images": len(members)}
+            for column in ("bpp", *METRIC_INFO, "encode_s", "decode_s"):
+                values = np.array([_float(r.get(column, "")) for r in members])
+                point[column] = float(values.mean()) if len(values) and not np.isnan(values).any() else math.nan
+            points.append(point)
+        points.sort(key=lambda p: p["bpp"])
+        curves[codec] = points
+    return curves, used, sorted(set(all_images) - common)
+
+
+def _column(points: Sequence[Mapping], key: str) -> np.ndarray:
+    return np.array([p[key] for p in points], dtype=np.float64)
+
+
+def _bd_quality(points: Sequence[Mapping], metric: str) -> np.ndarray:
+    values = _column(points, metric)
+    if metric == "msssim":
+        values = np.array([msssim_db(v) if not math.isnan(v) else math.nan for v in values])
+    return values
+
+
+def bd_table(curves: Mapping[str, Sequence[Mapping]], metric: str, anchors=BD_ANCHORS) -> dict[str, dict[str, float]]:
+    """BD-rate (%) of every codec against each anchor on `metric` (NaN where undefined)."""
+    table: dict[str, dict[str, float]] = {}
+    for codec, points in curves.items():
+        table[codec] = {}
+        for anchor in anchors:
+            ref = curves.get(anchor)
+            value = math.nan
+            if ref:
+                try:
+                    value = bd_rate(_column(ref, "bpp"), _bd_quality(ref, metric),
+                                    _column(points, "bpp"), _bd_quality(points, metric))
+                except ValueError:
+                    pass
+            table[codec][anchor] = value
+    return table
+
+
+def _cell(value: float, decimals: int, suffix: str = "") -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.{decimals}f}{suffix}"
+
+
+def _has(curves, metric) -> bool:
+    return any(not math.isnan(p[metric]) for points in curves.values() for p in points)
+
+
+def plot_rd(curves: Mapping[str, Sequence[Mapping]], metric: str, path: Path, *, max_bpp: float = 2.0) -> Path:
+    """One RD plot (bpp on x) of `metric` for every codec, as a PNG (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    label, _, _ = METRIC_INFO[metric]
+    fig = Figure(figsize=(7, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for codec, points in curves.items():
+        pts = [p for p in points if math.isfinite(p["bpp"]) and math.isfinite(p[metric])]
+        if not pts:
+            continue
+        ours = not any(codec == name for name in ("jpeg", "webp", "avif", "heic", "jxl", "jp2"))
+        ax.plot(_column(pts, "bpp"), _column(pts, metric), marker="o", markersize=3,
+                linewidth=2.2 if ours else 1.2, linestyle="-" if ours else "--", label=codec)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(label)
+    ax.set_xlim(0, max_bpp)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_report(out_dir: str | Path, *, descriptions: Mapping[str, str] | None = None,
+                 failures: Sequence[str] = (), rates: Sequence[float] = REPORT_RATES) -> Path:
+    """Write summary.md and rd_<metric>.png into out_dir from its points.csv; returns summary.md's path."""
+    out_dir = Path(out_dir)
+    rows = read_points(out_dir / POINTS_FILE)
+    if not rows:
+        raise ValueError(f"no RD points in {out_dir / POINTS_FILE}: nothing to report")
+    descriptions = descriptions or {}
+    curves, used, left_out = build_curves(rows)
+    metrics = [m for m in METRIC_INFO if _has(curves, m)]
+    codecs = list(curves)
+
+    lines = ["# fastdiffc evaluation", ""]
+    lines.append(f"{len(used)} images: {', '.join(used)}.")
+    if left_out:
+        lines.append(f"Left out (not measured for every codec): {', '.join(left_out)}.")
+    lines.append("Curves average bpp and each metric over the images at every setting; "
+                 "bpp counts every byte of the stored file.")
+    lines += ["", "## Codecs", "", "| codec | configuration | points | bpp range | encode s | decode s |",
+              "|---|---|---|---|---|---|"]
+    for codec in codecs:
+        pts = curves[codec]
+        bpps = [p["bpp"] for p in pts]
+        rng = f"{min(bpps):.3f}–{max(bpps):.3f}" if bpps else "—"
+        enc = np.nanmean(_column(pts, "encode_s")) if pts else math.nan
+        dec = np.nanmean(_column(pts, "decode_s")) if pts else math.nan
+        lines.append(f"| {codec} | {descriptions.get(codec, '')} | {len(pts)} | {rng} | "
+                     f"{_cell(enc, 3)} | {_cell(dec, 3)} |")
+
+    bd_metrics = [m for m in ("psnr", "msssim", "ssimulacra2") if m in metrics]
+    if bd_metrics:
+        lines += ["", "## BD-rate", "",
+                  "Bjøntegaard delta rate (%, piecewise cubic in log-rate) against JPEG and HEIC: negative = "
+                  "fewer bits for the same quality. MS-SSIM is taken in dB. — = anchor missing or no overlap.", ""]
+        header = ["codec"] + [f"{METRIC_INFO[m][0].split(' ')[0]} vs {a.upper()}" for m in bd_metrics
+                              for a in BD_ANCHORS]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        tables = {m: bd_table(curves, m) for m in bd_metrics}
+        for codec in codecs:
+            cells = [_cell(tables[m][codec][a], 1, "%") for m in bd_metrics for a in BD_ANCHORS]
+            lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+
+    for metric in metrics:
+        label, _, decimals = METRIC_INFO[metric]
+        lines += ["", f"## {label} at fixed rates", "",
+                  "Interpolated (piecewise cubic in log-rate); — = outside the measured rates.", "",
+                  "| codec | " + " | ".join(f"{r:g} bpp" for r in rates) + " |",
+                  "|---|" + "---|" * len(rates)]
+        for codec in codecs:
+            pts = curves[codec]
+            cells = [_cell(quality_at_rate(_column(pts, "bpp"), _column(pts, metric), r), decimals)
+                     for r in rates]
+            lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## RD plots", ""]
+    for metric in metrics:
+        name = f"rd_{metric}.png"
+        plot_rd(curves, metric, out_dir / name)
+        lines.append(f"![{METRIC_INFO[metric][0]}]({name})")
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
+    path = out_dir / SUMMARY_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path
