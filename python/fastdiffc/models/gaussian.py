@@ -102,12 +102,21 @@ def _interp_table(log_var: torch.Tensor, log_rho_lo: float, log_rho_hi: float, s
 
 def _smooth_table(log_rho: torch.Tensor, theta: torch.Tensor, log_var: torch.Tensor, nodes_r: torch.Tensor,
                   nodes_t: torch.Tensor, bw_r: float, bw_t: float) -> torch.Tensor:
-    """Nadaraya–Watson (Gaussian kernel) smoothing of scattered log-variances [C, M] onto the grid."""
-    dr = (log_rho[None, None, :] - nodes_r[:, None, None]) / bw_r
-    dt = (theta[None, None, :] - nodes_t[None, :, None]) / bw_t
-    logw = -0.5 * (dr * dr + dt * dt)  # [R, T, M]
-    w = torch.softmax(logw, dim=-1)  # normalised; sparse regions fall back to the nearest points
-    return torch.einsum("rtm,cm->crt", w, log_var)
+    """Local-linear (Gaussian kernel) regression of scattered log-variances [C, M] onto the grid nodes.
+
+    Local-linear rather than a plain kernel average: a steep spectrum (≈ ρ⁻²) and the table's edges would
+    otherwise bias every node toward its neighbours' values."""
+    dr = (log_rho[None, None, :] - nodes_r[:, None, None])  # [R, 1, M]
+    dt = (theta[None, None, :] - nodes_t[None, :, None])  # [1, T, M]
+    logw = -0.5 * ((dr / bw_r) ** 2 + (dt / bw_t) ** 2)  # [R, T, M]
+    w = torch.softmax(logw, dim=-1)  # normalised weights; sparse regions fall back to the nearest points
+    dr, dt = dr.expand_as(w), dt.expand_as(w)
+    feats = torch.stack([torch.ones_like(w), dr, dt], dim=-1)  # [R, T, M, 3]
+    gram = torch.einsum("rtm,rtmi,rtmj->rtij", w, feats, feats)
+    gram = gram + 1e-9 * torch.eye(3, dtype=gram.dtype)  # a node with collinear neighbours stays solvable
+    rhs = torch.einsum("rtm,rtmi,cm->crti", w, feats, log_var)
+    coef = torch.linalg.solve(gram.expand(log_var.shape[0], *gram.shape), rhs.unsqueeze(-1)).squeeze(-1)
+    return coef[..., 0]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -170,7 +179,7 @@ class GaussianDenoiser(torch.nn.Module):
 
     def _to_coeffs(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """DCT coefficients of Pᵀ(x − offset·m), x: [N, C, H, W] float64, offset: [N]."""
-        y = torch.einsum("dc,nchw->ndhw", self.colour.double(), x - offset[:, None, None, None] * self.mean.double()
+        y = torch.einsum("cd,nchw->ndhw", self.colour.double(), x - offset[:, None, None, None] * self.mean.double()
                          [None, :, None, None])
         return dct2(y)
 
@@ -284,7 +293,7 @@ class GaussianDenoiser(torch.nn.Module):
 
     @classmethod
     def fit(cls, images_or_patches, *, patch_size: int = 64, num_patches: int = 20000, seed: int = 0,
-            n_rho: int = 24, n_theta: int = 7, dc_candidates=(0.25, 0.35, 0.5, 0.7, 1.0),
+            n_rho: int = 24, n_theta: int = 7, dc_candidates=tuple(k / 20 for k in range(2, 21)),
             fit_info: dict | None = None) -> GaussianDenoiser:
         """Fit mean, colour PCA and the DCT spectrum on image patches.
 
@@ -309,48 +318,55 @@ class GaussianDenoiser(torch.nn.Module):
             acc = torch.zeros(c, size, size, dtype=torch.float64)
             for start in range(0, n, 512):  # top-left size² sub-patches, in batches
                 xb = x[start:start + 512, :, :size, :size] - mean[None, :, None, None]
-                y = torch.einsum("dc,nchw->ndhw", colour, xb)
+                y = torch.einsum("cd,nchw->ndhw", colour, xb)
                 acc += dct2(y).pow(2).sum(0)
             return acc / n
 
         sizes = [s for s in (p, p // 2, p // 4) if s >= 4]
         meas = {s: measured(s) for s in sizes}
+        table, slope, lo, hi = cls._spectrum_table(meas[p], n_rho, n_theta)
+        # κ places the zero-frequency rows/columns (k = 0) on the continuous spectrum; choose it by
+        # predicting the measured variances of those coefficients at the fit size and smaller sizes.
         best = None
         for kappa in dc_candidates:
-            model = cls._from_measured(meas[p], mean, colour, kappa, n_rho, n_theta)
-            # Cross-size check: predict the smaller patch sizes' spectra (never seen by the table).
-            err = [float((torch.log(model.variances(s, s)) - torch.log(meas[s])).pow(2).mean()) for s in sizes[1:]]
-            score = sum(err) / max(len(err), 1)
+            model = cls(mean, colour, table, slope, log_rho_lo=lo, log_rho_hi=hi, dc_index=kappa)
+            err = [(torch.log(model.variances(s, s)) - torch.log(meas[s]))[:, (torch.arange(s)[:, None] == 0)
+                                                                             | (torch.arange(s)[None, :] == 0)]
+                   for s in sizes]
+            score = float(torch.cat([e.flatten() for e in err]).pow(2).mean())
             if best is None or score < best[0]:
                 best = (score, kappa, model)
-        score, kappa, model = best
-        fit_err = float((torch.log(model.variances(p, p)) - torch.log(meas[p])).abs().mean())
+        _, kappa, model = best
+        errs = {s: float((torch.log(model.variances(s, s)) - torch.log(meas[s])).abs().mean()) for s in sizes}
         info = {"source": "fit", "patch_size": p, "num_patches": n, "seed": seed, "n_rho": n_rho,
                 "n_theta": n_theta, "dc_index": kappa,
-                "rms_log_error_smaller_sizes": math.sqrt(score),
-                "mean_abs_log_error_fit_size": fit_err,
+                "mean_abs_log_error_by_size": {str(k): v for k, v in errs.items()},
+                "low_frequency_exponent": [float(v) for v in slope],
                 "pixel_variance": [float(v) for v in torch.diag(cov)]}
         info.update(fit_info or {})
         model.fit_info = info
         return model
 
-    @classmethod
-    def _from_measured(cls, var: torch.Tensor, mean, colour, dc_index: float, n_rho: int, n_theta: int):
+    @staticmethod
+    def _spectrum_table(var: torch.Tensor, n_rho: int, n_theta: int):
+        """Smooth log-variance table over (log ρ, θ) from the measured variances [C, P, P] of the coefficients
+        with k_h, k_w ≥ 1 (whose frequencies k / 2P are well defined), plus the low-frequency exponent."""
         c, p, _ = var.shape
-        log_rho, theta = _frequencies(p, p, dc_index)
-        log_rho, theta, lv = log_rho.flatten(), theta.flatten(), torch.log(var.clamp(min=1e-12)).reshape(c, -1)
+        log_rho, theta = _frequencies(p, p, 1.0)
+        ac = torch.zeros(p, p, dtype=torch.bool)
+        ac[1:, 1:] = True
+        log_rho, theta, lv = log_rho[ac], theta[ac], torch.log(var.clamp(min=1e-12))[:, ac]
         lo, hi = float(log_rho.min()), float(log_rho.max())
         nodes_r = torch.linspace(lo, hi, n_rho, dtype=torch.float64)
         nodes_t = torch.linspace(0, math.pi / 2, n_theta, dtype=torch.float64)
         bw_r = (hi - lo) / (n_rho - 1) * 0.75
         bw_t = (math.pi / 2) / max(n_theta - 1, 1) * 0.75
         table = _smooth_table(log_rho, theta, lv, nodes_r, nodes_t, bw_r, bw_t)
-        # Low-frequency power-law exponent: least squares of log v on log ρ over the lowest decade.
+        # Low-frequency power-law exponent γ: least squares of log v on log ρ over the lowest decade.
         sel = log_rho < lo + math.log(10.0)
         xr = log_rho[sel] - log_rho[sel].mean()
         slope = -((lv[:, sel] - lv[:, sel].mean(1, keepdim=True)) * xr).sum(1) / (xr * xr).sum()
-        slope = slope.clamp(0.0, 4.0)
-        return cls(mean, colour, table, slope, log_rho_lo=lo, log_rho_hi=hi, dc_index=dc_index)
+        return table, slope.clamp(0.0, 4.0), lo, hi
 
     # ------------------------------------------------------------------ safetensors I/O
     def config(self) -> dict:
