@@ -79,7 +79,7 @@ def export_dev_images(folder: str | Path, *, overwrite: bool = False) -> list[Pa
     for name in DEV_IMAGES:
         path = folder / f"{name}.png"
         if overwrite or not path.exists():
-            load_dev_image(name).save(path, "PNG")
+            load_dev_image(name).save(path, "PNG", compress_level=1)  # fast; still lossless
         paths.append(path)
     return paths
 

@@ -17,6 +17,7 @@ arrays): the original first, the reconstruction second.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 
@@ -61,6 +62,17 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a, dtype=np.float64)).permute(2, 0, 1)[None]
 
 
+@contextlib.contextmanager
+def _single_torch_thread():
+    """Run small torch work on one thread: on shared cores, OpenMP spin-waits cost more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def ms_ssim(original, reconstruction) -> float:
     """MS-SSIM on RGB 8-bit values (1 = identical)."""
     from pytorch_msssim import ms_ssim as _ms_ssim
@@ -68,10 +80,11 @@ def ms_ssim(original, reconstruction) -> float:
     a, b = _pair(original, reconstruction)
     x, y = _to_tensor(a).float(), _to_tensor(b).float()
     side = min(a.shape[:2])
-    # pytorch-msssim requires the smaller side to exceed (win-1)·2^4 for its 4 downsamplings.
-    if side > (_MS_SSIM_WINDOW - 1) * 16:
-        return float(_ms_ssim(x, y, data_range=255, win_size=_MS_SSIM_WINDOW))
-    return _ms_ssim_few_scales(x, y, side)
+    with _single_torch_thread():
+        # pytorch-msssim requires the smaller side to exceed (win-1)·2^4 for its 4 downsamplings.
+        if side > (_MS_SSIM_WINDOW - 1) * 16:
+            return float(_ms_ssim(x, y, data_range=255, win_size=_MS_SSIM_WINDOW))
+        return _ms_ssim_few_scales(x, y, side)
 
 
 def _ms_ssim_few_scales(x: torch.Tensor, y: torch.Tensor, side: int) -> float:
@@ -127,39 +140,35 @@ class RealismReference:
 
     def __init__(self, original, *, levels: int = 4, patch: int = 7, max_patches: int = 4096,
                  projections: int = 128, seed: int = 0):
-        self.shape = as_rgb_array(original).shape
+        # numpy throughout: small single-threaded work, no thread-pool spin on a busy machine.
+        arr = as_rgb_array(original)
+        self.shape = arr.shape
         self.patch = patch
-        self.max_patches = max_patches
-        self.seed = seed
-        self.levels = levels
-        bands = _laplacian_bands(_unit_tensor(as_rgb_array(original)), levels, min_side=2 * patch)
+        bands = _laplacian_bands(arr / 255.0, levels, min_side=2 * patch)
         if not bands:
             raise ValueError(f"image too small for the realism metric (needs sides >= {2 * patch})")
-        gen = torch.Generator().manual_seed(seed)
-        dim = 3 * patch * patch
-        dirs = torch.randn(dim, projections, generator=gen, dtype=torch.float64)
-        self._directions = dirs / dirs.norm(dim=0, keepdim=True)
+        dirs = np.random.default_rng(seed).standard_normal((3 * patch * patch, projections))
+        self._directions = dirs / np.linalg.norm(dirs, axis=0, keepdims=True)
         self._positions = []
         self._norm = []
         self._reference = []
         for level, band in enumerate(bands):
-            positions = _patch_positions(band.shape[-2:], patch, max_patches, seed * 1000 + level + 1)
-            ref = _gather_patches(band, positions, patch)
+            positions = _patch_positions(band.shape[:2], patch, max_patches, seed * 1000 + level + 1)
+            ref = _gather_patches(band, positions, patch)  # (n, 3, patch²)
             # Per-channel normalisation from the original's patches, applied to both sets,
             # so that every band weighs the same whatever its energy.
-            per_channel = ref.view(ref.shape[0], 3, -1)
-            mean = per_channel.mean(dim=(0, 2))
-            std = per_channel.std(dim=(0, 2))
-            std = torch.where(std > 0, std, torch.ones_like(std))
+            mean = ref.mean(axis=(0, 2), keepdims=True)
+            std = ref.std(axis=(0, 2), keepdims=True)
+            std = np.where(std > 0, std, 1.0)
             self._positions.append(positions)
             self._norm.append((mean, std))
             self._reference.append(self._project(ref, level))
 
-    def _project(self, cols: torch.Tensor, level: int) -> torch.Tensor:
+    def _project(self, patches: np.ndarray, level: int) -> np.ndarray:
         mean, std = self._norm[level]
-        n = cols.shape[0]
-        normalised = ((cols.view(n, 3, -1) - mean.view(1, 3, 1)) / std.view(1, 3, 1)).view(n, -1)
-        return torch.sort(normalised @ self._directions, dim=0).values
+        normalised = ((patches - mean) / std).reshape(len(patches), -1)
+        # (projections, n), so each projection's values sort contiguously.
+        return np.sort(self._directions.T @ normalised.T, axis=1)
 
     def distance(self, reconstruction) -> float:
         """Mean over bands of the sliced Wasserstein-1 distance to the original's patches."""
@@ -167,11 +176,12 @@ class RealismReference:
         if arr.shape != self.shape:
             raise ValueError(f"image sizes differ: original {self.shape[1]}x{self.shape[0]}, "
                              f"reconstruction {arr.shape[1]}x{arr.shape[0]}")
-        bands = _laplacian_bands(_unit_tensor(arr), len(self._reference), min_side=2 * self.patch)
+        bands = _laplacian_bands(arr / 255.0, len(self._reference), min_side=2 * self.patch)
         total = 0.0
         for level, band in enumerate(bands):
             proj = self._project(_gather_patches(band, self._positions[level], self.patch), level)
-            total += float((proj - self._reference[level]).abs().mean())
+            # W1 between two equal-size 1-D samples = mean gap between their sorted values.
+            total += float(np.abs(proj - self._reference[level]).mean())
         return total / len(bands)
 
 
@@ -181,46 +191,47 @@ def realism_swd(original, reconstruction, **options) -> float:
     return RealismReference(a, **options).distance(b)
 
 
-def _patch_positions(shape, patch: int, max_patches: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _patch_positions(shape, patch: int, max_patches: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-left corners of up to `max_patches` distinct patches, drawn with a seeded generator."""
     rows, cols = shape[0] - patch + 1, shape[1] - patch + 1
     count = rows * cols
-    gen = torch.Generator().manual_seed(seed)
-    flat = torch.randperm(count, generator=gen)[:max_patches] if count > max_patches else torch.arange(count)
+    if count > max_patches:
+        flat = np.random.default_rng(seed).permutation(count)[:max_patches]
+    else:
+        flat = np.arange(count)
     return flat // cols, flat % cols
 
 
-def _gather_patches(band: torch.Tensor, positions, patch: int) -> torch.Tensor:
-    """(n, 3·patch²) patches of a (1, 3, H, W) band, channel-major like F.unfold."""
+def _gather_patches(band: np.ndarray, positions, patch: int) -> np.ndarray:
+    """(n, 3, patch²) patches of an (H, W, 3) band."""
     ys, xs = positions
-    img = band[0]
-    parts = [img[:, ys + dy, xs + dx] for dy in range(patch) for dx in range(patch)]  # each (3, n)
-    return torch.stack(parts, dim=-1).permute(1, 0, 2).reshape(len(ys), -1)
+    parts = [band[ys + dy, xs + dx] for dy in range(patch) for dx in range(patch)]  # each (n, 3)
+    return np.stack(parts, axis=-1)
 
 
-def _unit_tensor(a: np.ndarray) -> torch.Tensor:
-    return _to_tensor(a) / 255.0
+_PYRAMID_KERNEL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # Burt & Adelson's 5-tap binomial
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    # 5-tap binomial filter, separable, reflect padding (Burt & Adelson's pyramid kernel).
-    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype) / 16.0
-    c = x.shape[1]
-    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+def _blur(x: np.ndarray) -> np.ndarray:
+    """Separable 5-tap binomial filter over the first two axes (H, W, C), reflect padding."""
+    h, w = x.shape[:2]
+    xp = np.pad(x, ((2, 2), (0, 0), (0, 0)), mode="reflect")
+    x = sum(k * xp[i:i + h] for i, k in enumerate(_PYRAMID_KERNEL))
+    xp = np.pad(x, ((0, 0), (2, 2), (0, 0)), mode="reflect")
+    return sum(k * xp[:, i:i + w] for i, k in enumerate(_PYRAMID_KERNEL))
 
 
-def _laplacian_bands(x: torch.Tensor, levels: int, *, min_side: int) -> list[torch.Tensor]:
-    """Band-pass levels g_i − up(down(g_i)), finest first, while sides stay >= min_side."""
+def _laplacian_bands(x: np.ndarray, levels: int, *, min_side: int) -> list[np.ndarray]:
+    """Band-pass levels g_i − expand(reduce(g_i)), finest first, while sides stay >= min_side."""
     bands = []
     g = x
     for _ in range(levels):
-        if min(g.shape[-2:]) < max(min_side, 5):
+        if min(g.shape[:2]) < max(min_side, 5):
             break
-        low = _blur(g)[..., ::2, ::2]
-        up = F.interpolate(low, size=g.shape[-2:], mode="bilinear", align_corners=False)
-        bands.append(g - up)
+        low = _blur(g)[::2, ::2]
+        up = np.zeros_like(g)
+        up[::2, ::2] = low
+        bands.append(g - 4.0 * _blur(up))  # ×4 restores the energy of the zero-filled samples
         g = low
     return bands
 
