@@ -1,0 +1,304 @@
+"""Training loop for the UNet denoiser on the continuous-time VDM objective.
+
+Objective: the diffusion term of the ELBO, ∫ ½ e^λ ‖x − x̂0(z_λ, λ)‖² dλ over
+[λmin, λmax] (see train/elbo.py), estimated with importance-sampled λ. For a
+v-predicting net x − x̂0 = σ (v̂ − v), so the integrand is ½ α² ‖v̂ − v‖²; for ε it is
+½ ‖ε̂ − ε‖² — the same quantity, computed without cancellation.
+
+A run directory holds: checkpoint.safetensors (weights, EMA, AdamW state, λ-sampler
+state and RNG state — resuming replays the exact same steps), loss.csv (training loss
+in bits/dim), eval.csv (held-out bits/dim of the EMA weights at each checkpoint),
+ema.safetensors / best_ema.safetensors (EMA weights loadable by the model registry).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..diffusion.vp import alpha_sigma
+from ..models.unet import UNet, UNetConfig, UNetDenoiser, save_unet
+from .data import PatchDataset, tile_patches
+from .elbo import LN2, LogSNRSampler, elbo_bits_per_dim
+
+CKPT_META_KEY = "fastdiffc_checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    heldout: str | None = None
+    run_dir: str = "runs/unet"
+    patch_size: int = 64
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    logsnr_min: float = -15.0
+    logsnr_max: float = 15.0
+    max_steps: int = 0  # 0: no step limit
+    time_limit_min: float = 0.0  # 0: no wall-clock limit
+    ckpt_every: int = 0  # steps (0: off)
+    ckpt_minutes: float = 10.0  # wall clock (0: off)
+    log_every: int = 25
+    eval_patches: int = 64
+    eval_patch_size: int = 64
+    eval_logsnr: int = 12
+    seed: int = 0
+    threads: int = 0  # 0: leave torch's default
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+class EMA:
+    """Exponential moving average of parameters (and buffers copied) with a warm-up:
+    decay_t = min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for pe, p in zip(self.model.parameters(), model.parameters()):
+            pe.lerp_(p.detach(), 1.0 - d)
+        for be, b in zip(self.model.buffers(), model.buffers()):
+            be.copy_(b)
+
+
+def diffusion_loss(net: UNet, x: torch.Tensor, logsnr: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per-sample ELBO integrand ½ e^λ ‖x − x̂0‖², in nats per dimension per unit λ."""
+    a, s = (t.to(x.dtype)[:, None, None, None] for t in alpha_sigma(logsnr))
+    z = a * x + s * noise
+    out = net(z, logsnr.to(x.dtype))
+    if net.config.prediction == "v":
+        target = a * noise - s * x
+        sq = (a * (out - target)).pow(2)  # e^λ σ² = α²
+    else:
+        sq = (out - noise).pow(2)
+    return 0.5 * sq.flatten(1).mean(1)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model_config: UNetConfig | None = None, dataset: PatchDataset | None = None):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)  # parameter init
+        self.net = UNet(model_config or UNetConfig())
+        self.ema = EMA(self.net, cfg.ema_decay)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay)
+        self.sampler = LogSNRSampler(cfg.logsnr_min, cfg.logsnr_max)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.data = dataset if dataset is not None else PatchDataset(cfg.data, cfg.patch_size)
+        self.step = 0
+        self.elapsed = 0.0  # training wall time carried across resumes
+        self.best_bpd = math.inf
+        self._heldout = None
+
+    # --- one optimisation step -----------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.net.train()
+        x = self.data.sample(cfg.batch_size, self.gen)
+        lam, weight = self.sampler.sample(cfg.batch_size, self.gen)
+        noise = torch.randn(x.shape, generator=self.gen, dtype=x.dtype)
+        per_sample = diffusion_loss(self.net, x, lam, noise)
+        loss = (per_sample * weight.to(per_sample.dtype)).mean()  # ≈ ∫ integrand dλ, nats/dim
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self.ema.update(self.net, self.step)
+        self.sampler.update(lam, per_sample)
+        return {"loss_bpd": loss.item() / LN2, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
+
+    # --- evaluation ------------------------------------------------------------------------
+    def heldout_patches(self) -> torch.Tensor | None:
+        if self._heldout is None and self.cfg.heldout:
+            self._heldout = tile_patches(self.cfg.heldout, self.cfg.eval_patch_size, self.cfg.eval_patches)
+        return self._heldout
+
+    def evaluate(self, model: torch.nn.Module | None = None) -> dict | None:
+        x = self.heldout_patches()
+        if x is None:
+            return None
+        den = UNetDenoiser(model or self.ema.model).eval()
+        return elbo_bits_per_dim(den, x, logsnr_min=self.cfg.logsnr_min, logsnr_max=self.cfg.logsnr_max,
+                                 n_logsnr=self.cfg.eval_logsnr, seed=1234)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for k, v in self.net.state_dict().items():
+            tensors[f"model/{k}"] = v.detach().contiguous()
+        for k, v in self.ema.model.state_dict().items():
+            tensors[f"ema/{k}"] = v.detach().contiguous()
+        opt_sd = self.opt.state_dict()
+        for idx, st in opt_sd["state"].items():
+            for name, val in st.items():
+                tensors[f"opt/{idx}/{name}"] = val.detach().reshape(-1).contiguous()
+        for k, v in self.sampler.state_dict().items():
+            tensors[f"sampler/{k}"] = v
+        tensors["rng/gen"] = self.gen.get_state()
+        meta = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best_bpd": self.best_bpd if math.isfinite(self.best_bpd) else None,
+            "train": self.cfg.to_dict(),
+            "model": self.net.config.to_dict(),
+            "param_groups": opt_sd["param_groups"],
+        }
+        tmp = Path(str(path) + ".tmp")
+        save_file(tensors, str(tmp), metadata={CKPT_META_KEY: json.dumps(meta)})
+        tmp.replace(path)  # atomic: a crash mid-write never leaves a broken checkpoint
+
+    def load_checkpoint(self, path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()[CKPT_META_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta["model"] != self.net.config.to_dict():
+            raise ValueError(f"{path}: checkpoint model config differs from this run's")
+        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        self.ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
+        params = list(self.net.parameters())
+        state = {}
+        for k, v in tensors.items():
+            if k.startswith("opt/"):
+                _, idx, name = k.split("/", 2)
+                idx = int(idx)
+                shape = () if name == "step" else params[idx].shape
+                state.setdefault(idx, {})[name] = v.reshape(shape)
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.sampler.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("sampler/")})
+        self.gen.set_state(tensors["rng/gen"])
+        self.step = int(meta["step"])
+        self.elapsed = float(meta["elapsed"])
+        self.best_bpd = meta["best_bpd"] if meta["best_bpd"] is not None else math.inf
+
+    def init_weights(self, path) -> None:
+        """Warm start from a weight file (model and EMA; fresh optimiser)."""
+        from ..models.unet import load_unet
+
+        net, _ = load_unet(path)
+        if net.config.to_dict() != self.net.config.to_dict():
+            raise ValueError(f"{path}: model config differs from this run's")
+        self.net.load_state_dict(net.state_dict())
+        self.ema.model.load_state_dict(net.state_dict())
+
+    def export(self, path, extra: dict | None = None) -> None:
+        info = {"trained_steps": self.step, "logsnr_min": self.cfg.logsnr_min, "logsnr_max": self.cfg.logsnr_max,
+                **(extra or {})}
+        save_unet(self.ema.model, path, {"training": info})
+
+    # --- the run -------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        run_dir = Path(cfg.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = run_dir / "checkpoint.safetensors"
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": cfg.to_dict(), "model": self.net.config.to_dict()}, indent=2))
+        loss_log = _CsvLog(run_dir / "loss.csv", ["step", "elapsed_s", "images", "loss_bpd", "grad_norm", "lr"])
+        eval_log = _CsvLog(run_dir / "eval.csv", ["step", "elapsed_s", "bpd", "diffusion", "prior", "decoder",
+                                                  "bpd_stderr"])
+        start = time.monotonic() - self.elapsed
+        deadline = start + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else math.inf
+        last_ckpt, last_ckpt_step = time.monotonic(), -1
+        acc, n_acc = {"loss_bpd": 0.0, "grad_norm": 0.0}, 0
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(initial=self.step, total=cfg.max_steps or None, unit="step", dynamic_ncols=True)
+        result = {}
+
+        def checkpoint():
+            self.save_checkpoint(ckpt)
+            ev = self.evaluate()
+            row = {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
+            if ev is not None:
+                eval_log.write({**row, **{k: round(ev[k], 5) for k in ("bpd", "diffusion", "prior", "decoder",
+                                                                         "bpd_stderr")}})
+                if ev["bpd"] < self.best_bpd:
+                    self.best_bpd = ev["bpd"]
+                    self.export(run_dir / "best_ema.safetensors", {"heldout_bpd": ev["bpd"]})
+                    self.save_checkpoint(ckpt)  # record best_bpd
+                if bar is not None:
+                    bar.write(f"step {self.step}: held-out {ev['bpd']:.4f} bits/dim (EMA)")
+            self.export(run_dir / "ema.safetensors")
+            return ev
+
+        try:
+            while True:
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                out = self.train_step()
+                self.elapsed = time.monotonic() - start
+                acc["loss_bpd"] += out["loss_bpd"]
+                acc["grad_norm"] += out["grad_norm"]
+                n_acc += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{out['loss_bpd']:.3f}")
+                if self.step % cfg.log_every == 0:
+                    loss_log.write({"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                                    "images": self.step * cfg.batch_size,
+                                    "loss_bpd": round(acc["loss_bpd"] / n_acc, 5),
+                                    "grad_norm": round(acc["grad_norm"] / n_acc, 4), "lr": out["lr"]})
+                    acc, n_acc = {"loss_bpd": 0.0, "grad_norm": 0.0}, 0
+                due_steps = cfg.ckpt_every and self.step % cfg.ckpt_every == 0
+                due_time = cfg.ckpt_minutes > 0 and time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
+                if due_steps or due_time:
+                    result["final_eval"] = checkpoint()
+                    last_ckpt, last_ckpt_step = time.monotonic(), self.step
+            if last_ckpt_step != self.step:
+                result["final_eval"] = checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        result.update(step=self.step, elapsed_s=self.elapsed, best_bpd=self.best_bpd, run_dir=str(run_dir))
+        return result
+
+
+class _CsvLog:
+    """Append-only CSV (header written once), flushed per row so a crash loses nothing."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(fields)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
