@@ -150,6 +150,26 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     assert not adapter.pending("a.png", {t.setting for t in trials}, tmp_path / "streams")
 
 
+def test_progressive_pipeline_uses_one_replay_when_offered(tmp_path, image_dir):
+    class Replaying(BitPlaneCodec):
+        replays = []
+
+        def decompress_progressive(self, data, steps, *, method="flow"):
+            self.replays.append(list(steps))
+            return {k: self.decompress(truncate_bitplanes(data, k), method=method) for k in steps}
+
+    image = images.load_image(image_dir / "b.png")
+    plain = contenders.ProgressivePipeline("p", BitPlaneCodec(), truncate_bitplanes, steps=[1, 3, 5])
+    fast_codec = Replaying()
+    fast = contenders.ProgressivePipeline("p", fast_codec, truncate_bitplanes, method="flow", steps=[1, 3, 5])
+    expected = list(plain.run(image, "b.png", set(), None))
+    got = list(fast.run(image, "b.png", {"steps=3"}, None))
+    assert fast_codec.replays == [[1, 5]] and fast_codec.compress_calls == 1
+    assert [t.setting for t in got] == ["steps=1", "steps=5"]
+    for g, e in zip(got, [expected[0], expected[2]]):
+        assert g.nbytes == e.nbytes and np.array_equal(np.asarray(g.reconstruction), np.asarray(e.reconstruction))
+
+
 # --- sweep and report ----------------------------------------------------------------------
 
 
@@ -221,6 +241,9 @@ def test_report_tables_and_plots(tmp_path):
     text = path.read_text()
     bd_row = next(line for line in text.splitlines() if line.startswith("| diffc-flow |") and "%" in line)
     assert bd_row.split("|")[2].strip() == "-50.0%" and bd_row.split("|")[3].strip() == "-37.5%"
+    pipeline_table = text.split("against every classical codec")[1]
+    ours = next(line for line in pipeline_table.splitlines() if line.startswith("| diffc-flow |"))
+    assert [c.strip() for c in ours.split("|")[2:4]] == ["-50.0%", "-37.5%"]  # vs JPEG, vs HEIC
     psnr_table = text.split("## PSNR")[1]
     jpeg_row = next(line for line in psnr_table.splitlines() if line.startswith("| jpeg |"))
     assert jpeg_row.split("|")[2:6] == [f" {10 * np.log10(r) + 32:.2f} " for r in (0.1, 0.25, 0.5, 1.0)]

@@ -20,6 +20,7 @@ from .sweep import POINTS_FILE, read_points
 
 REPORT_RATES = (0.1, 0.25, 0.5, 1.0)
 BD_ANCHORS = ("jpeg", "heic")
+CLASSICAL = ("jpeg", "webp", "avif", "heic", "jxl", "jp2")
 METRIC_INFO = {  # name: (axis label, higher is better, decimals)
     "psnr": ("PSNR (dB, RGB)", True, 2),
     "msssim": ("MS-SSIM", True, 4),
@@ -123,7 +124,7 @@ def plot_rd(curves: Mapping[str, Sequence[Mapping]], metric: str, path: Path, *,
         pts = [p for p in points if math.isfinite(p["bpp"]) and math.isfinite(p[metric])]
         if not pts:
             continue
-        ours = not any(codec == name for name in ("jpeg", "webp", "avif", "heic", "jxl", "jp2"))
+        ours = codec not in CLASSICAL
         ax.plot(_column(pts, "bpp"), _column(pts, metric), marker="o", markersize=3,
                 linewidth=2.2 if ours else 1.2, linestyle="-" if ours else "--", label=codec)
     ax.set_xlabel("bits per pixel")
@@ -177,6 +178,16 @@ def write_report(out_dir: str | Path, *, descriptions: Mapping[str, str] | None 
         for codec in codecs:
             cells = [_cell(tables[m][codec][a], 1, "%") for m in bd_metrics for a in BD_ANCHORS]
             lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+
+    ours = [c for c in codecs if c not in CLASSICAL]
+    anchors = [c for c in CLASSICAL if c in curves]
+    if "psnr" in metrics and ours and anchors:
+        lines += ["", "## BD-rate (PSNR) of the pipelines against every classical codec", "",
+                  "| pipeline | " + " | ".join(f"vs {a.upper()}" for a in anchors) + " |",
+                  "|---|" + "---|" * len(anchors)]
+        table = bd_table({c: curves[c] for c in ours + anchors}, "psnr", anchors=anchors)
+        for codec in ours:
+            lines.append(f"| {codec} | " + " | ".join(_cell(table[codec][a], 1, "%") for a in anchors) + " |")
 
     for metric in metrics:
         label, _, decimals = METRIC_INFO[metric]
