@@ -236,7 +236,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path, model):
     with pytest.raises(ValueError, match="unconditional"):
         model(torch.zeros(1, 3, 4, 4), 0.0, cond=torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="orthonormal"):
-        GaussianDenoiser([0, 0, 0], torch.ones(3, 3), torch.zeros(3, 2, 2), [1, 1, 1], log_rho_lo=-5, log_rho_hi=0)
+        GaussianDenoiser([0, 0, 0], torch.ones(3, 3), torch.zeros(3, 2, 2), [1, 1, 1])
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="safetensors"):
@@ -249,3 +249,26 @@ def test_bad_inputs_raise_clear_errors(tmp_path, model):
     save_file({"w": torch.zeros(1)}, str(other), metadata={CONFIG_KEY: json.dumps({"class": "unet"})})
     with pytest.raises(ValueError, match="not a Gaussian"):
         GaussianDenoiser.load(other)
+
+
+def test_shipped_model_loads_and_is_sane():
+    from pathlib import Path
+
+    import fastdiffc
+
+    path = Path(fastdiffc.__file__).parent / "weights" / "gaussian.safetensors"
+    model = GaussianDenoiser.load(path)
+    info = model.fit_info
+    assert info["source"] == "fit" and info["data"] == "data/photos/train"
+    assert info["patch_size"] == model.log_var.shape[-1] and info["num_patches"] >= 1000
+    assert len(info["manifest_sha256"]) == 64
+    # Per-pixel variance of photos in [-1, 1]: between 0.02 and 1 per colour channel, spectrum falling
+    # with frequency (natural images: exponent ≈ 2).
+    pix = torch.exp(model.log_var).mean(dim=(1, 2))
+    assert float(pix.sum()) == pytest.approx(sum(info["pixel_variance"]), rel=0.2)
+    assert ((model.slope > 1.0) & (model.slope < 3.5)).all()
+    v = model.variances(48, 80)
+    assert v[:, 1, 1].min() > v[:, 20, 40].max()
+    z = torch.randn(1, 3, 48, 80)
+    out = model(z, 0.0)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()

@@ -5,12 +5,16 @@ channels, y = Pᵀ(x − m); each decorrelated channel is stationary and modelle
 orthonormal 2-D DCT-II basis: the DCT coefficient (k_h, k_w) of channel c has variance
 v_c(k_h, k_w; H, W) and all coefficients are independent.
 
-Any image size: the variances are a function of continuous frequency, stored as a smooth table
-``log v_c(log ρ, θ)`` over radial frequency ρ = |f| (cycles / pixel) and orientation θ, with
-f = (k̃_h / 2H, k̃_w / 2W) and k̃ = max(k, κ). κ (``dc_index``) places the DCT's zero-frequency
-rows/columns, whose basis function has a bandwidth ~1/(2N) around 0, at an effective frequency;
-it is fitted by predicting smaller patch sizes. Below the table's lowest frequency the spectrum
-continues as a power law ρ^(−γ_c), γ_c fitted per channel.
+Any image size: the variances are a function of continuous frequency f = (f_h, f_w) (cycles per
+pixel). The DCT coefficient k of an N-point axis sits at f = k̃ / 2N with k̃ = max(k, κ): κ
+(``dc_index``) places the zero-frequency row/column, whose basis function covers a band ~1/(2N)
+wide around 0, at an effective frequency; it is fitted by predicting smaller patch sizes. The
+spectrum is stored as the fitted P×P table of log variances at the fit size's frequencies
+(k̃ / 2P), interpolated bilinearly in (log f_h, log f_w) — which keeps the strong horizontal and
+vertical ridges of natural images — and, outside the table (low frequencies of images larger than
+P), continued radially as a power law: v(f) = v(f_clamped) · (|f| / |f_clamped|)^(−γ_c), with the
+exponent γ_c fitted per channel. The zero-frequency coefficient is capped at H·W·(pixel variance),
+the most a mean over H·W pixels can vary.
 
 Everything is closed-form (float64):
 - posterior mean (Wiener filter): ĉ = α v / (α² v + σ²) · c for the coefficients c of Pᵀ(z − α m);
@@ -69,54 +73,41 @@ def idct2(c: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- spectrum table
 
-def _frequencies(h: int, w: int, dc_index: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log ρ, θ) [h, w] of the DCT coefficients of an h×w image."""
-    kh = torch.arange(h, dtype=torch.float64, device=device).clamp(min=dc_index) / (2 * h)
-    kw = torch.arange(w, dtype=torch.float64, device=device).clamp(min=dc_index) / (2 * w)
-    fh, fw = kh[:, None].expand(h, w), kw[None, :].expand(h, w)
-    return torch.log(torch.hypot(fh, fw)), torch.atan2(fh, fw)
+def _log_nodes(p: int, dc_index: float) -> torch.Tensor:
+    """log of the table's frequencies along one axis: k̃ / 2P for k = 0..P−1."""
+    return torch.log(torch.arange(p, dtype=torch.float64).clamp(min=dc_index) / (2 * p))
 
 
-def _interp_table(log_var: torch.Tensor, log_rho_lo: float, log_rho_hi: float, slope: torch.Tensor,
-                  log_rho: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear interpolation of log_var [C, R, T] (nodes uniform in log ρ ∈ [lo, hi], θ ∈ [0, π/2])
-    at the points (log_rho, theta); power law −slope_c below lo, constant above hi."""
-    c, r, t = log_var.shape
-    u = (log_rho - log_rho_lo) / (log_rho_hi - log_rho_lo) * (r - 1)
-    below = (log_rho_lo - log_rho).clamp(min=0)
-    u = u.clamp(0, r - 1)
-    v = (theta / (math.pi / 2) * (t - 1)).clamp(0, t - 1)
-    i0 = u.floor().long().clamp(max=r - 2) if r > 1 else u.floor().long()
-    j0 = v.floor().long().clamp(max=t - 2) if t > 1 else v.floor().long()
-    fu, fv = u - i0, v - j0
-    i1, j1 = (i0 + 1).clamp(max=r - 1), (j0 + 1).clamp(max=t - 1)
-    flat = log_var.reshape(c, r * t)
-
-    def at(i, j):
-        return flat[:, (i * t + j).reshape(-1)].reshape((c,) + tuple(i.shape))
-
-    val = (at(i0, j0) * (1 - fu) * (1 - fv) + at(i1, j0) * fu * (1 - fv)
-           + at(i0, j1) * (1 - fu) * fv + at(i1, j1) * fu * fv)
-    return val + slope.reshape(c, *([1] * below.ndim)) * below
+def _axis_lookup(n: int, p: int, dc_index: float, device=None):
+    """For an n-point axis: (lower node index, interpolation weight, log f, log f clamped to the table)."""
+    nodes = _log_nodes(p, dc_index).to(device)
+    logf = torch.log(torch.arange(n, dtype=torch.float64, device=device).clamp(min=dc_index) / (2 * n))
+    clamped = logf.clamp(float(nodes[0]), float(nodes[-1]))
+    i0 = (torch.searchsorted(nodes, clamped, right=True) - 1).clamp(0, max(p - 2, 0))
+    i1 = (i0 + 1).clamp(max=p - 1)
+    span = nodes[i1] - nodes[i0]
+    wgt = torch.where(span > 0, (clamped - nodes[i0]) / torch.where(span > 0, span, 1.0), torch.zeros_like(span))
+    return i0, i1, wgt, logf, clamped
 
 
-def _smooth_table(log_rho: torch.Tensor, theta: torch.Tensor, log_var: torch.Tensor, nodes_r: torch.Tensor,
-                  nodes_t: torch.Tensor, bw_r: float, bw_t: float) -> torch.Tensor:
-    """Local-linear (Gaussian kernel) regression of scattered log-variances [C, M] onto the grid nodes.
-
-    Local-linear rather than a plain kernel average: a steep spectrum (≈ ρ⁻²) and the table's edges would
-    otherwise bias every node toward its neighbours' values."""
-    dr = (log_rho[None, None, :] - nodes_r[:, None, None])  # [R, 1, M]
-    dt = (theta[None, None, :] - nodes_t[None, :, None])  # [1, T, M]
-    logw = -0.5 * ((dr / bw_r) ** 2 + (dt / bw_t) ** 2)  # [R, T, M]
-    w = torch.softmax(logw, dim=-1)  # normalised weights; sparse regions fall back to the nearest points
-    dr, dt = dr.expand_as(w), dt.expand_as(w)
-    feats = torch.stack([torch.ones_like(w), dr, dt], dim=-1)  # [R, T, M, 3]
-    gram = torch.einsum("rtm,rtmi,rtmj->rtij", w, feats, feats)
-    gram = gram + 1e-9 * torch.eye(3, dtype=gram.dtype)  # a node with collinear neighbours stays solvable
-    rhs = torch.einsum("rtm,rtmi,cm->crti", w, feats, log_var)
-    coef = torch.linalg.solve(gram.expand(log_var.shape[0], *gram.shape), rhs.unsqueeze(-1)).squeeze(-1)
-    return coef[..., 0]
+def _spectrum(log_var: torch.Tensor, slope: torch.Tensor, dc_index: float, h: int, w: int) -> torch.Tensor:
+    """Variances [C, h, w] from the table log_var [C, P, P] (see the module docstring)."""
+    c, p, _ = log_var.shape
+    hi0, hi1, hw_, hlogf, hcl = _axis_lookup(h, p, dc_index, log_var.device)
+    wi0, wi1, ww_, wlogf, wcl = _axis_lookup(w, p, dc_index, log_var.device)
+    t = log_var
+    a = t[:, hi0][:, :, wi0] * (1 - ww_) + t[:, hi0][:, :, wi1] * ww_
+    b = t[:, hi1][:, :, wi0] * (1 - ww_) + t[:, hi1][:, :, wi1] * ww_
+    lv = a * (1 - hw_)[:, None] + b * hw_[:, None]
+    # Radial power-law continuation for the part of f outside the table.
+    log_rho = 0.5 * torch.logaddexp(2 * hlogf[:, None], 2 * wlogf[None, :])
+    log_rho_cl = 0.5 * torch.logaddexp(2 * hcl[:, None], 2 * wcl[None, :])
+    lv = lv - slope[:, None, None] * (log_rho - log_rho_cl)[None]
+    v = torch.exp(lv)
+    # The mean of H·W pixels cannot vary more than one pixel: cap the zero-frequency coefficient.
+    pixel_var = torch.exp(log_var).mean(dim=(1, 2))
+    v[:, 0, 0] = torch.minimum(v[:, 0, 0], h * w * pixel_var)
+    return v
 
 
 # ----------------------------------------------------------------------------- the model
@@ -125,12 +116,11 @@ class GaussianDenoiser(torch.nn.Module):
     """Exact posterior-mean denoiser of a stationary Gaussian image model (see module docstring).
 
     Buffers (float64): ``mean`` [C], ``colour`` [C, C] (orthonormal, columns = decorrelated axes),
-    ``log_var`` [C, R, T] (log variance table over log ρ × θ), ``slope`` [C] (low-frequency power-law
-    exponent γ_c). Scalars: ``log_rho_lo``, ``log_rho_hi``, ``dc_index`` and a free-form ``fit_info``.
+    ``log_var`` [C, P, P] (log variances at the frequencies k̃ / 2P), ``slope`` [C] (low-frequency
+    power-law exponent γ_c). Scalars: ``dc_index`` κ and a free-form ``fit_info`` dict.
     """
 
-    def __init__(self, mean, colour, log_var, slope, *, log_rho_lo: float, log_rho_hi: float, dc_index: float = 0.5,
-                 fit_info: dict | None = None):
+    def __init__(self, mean, colour, log_var, slope, *, dc_index: float = 0.5, fit_info: dict | None = None):
         super().__init__()
         mean = torch.as_tensor(mean, dtype=torch.float64)
         colour = torch.as_tensor(colour, dtype=torch.float64)
@@ -139,21 +129,21 @@ class GaussianDenoiser(torch.nn.Module):
         c = mean.numel()
         if mean.shape != (c,) or colour.shape != (c, c):
             raise ValueError(f"need mean [C] and colour [C, C], got {tuple(mean.shape)} and {tuple(colour.shape)}")
-        if log_var.ndim != 3 or log_var.shape[0] != c or slope.shape != (c,):
-            raise ValueError(f"need log_var [C, R, T] and slope [C] with C={c}")
+        if log_var.ndim != 3 or log_var.shape[0] != c or log_var.shape[1] != log_var.shape[2] or log_var.shape[1] < 2:
+            raise ValueError(f"need log_var [C, P, P] with C={c}, P >= 2, got {tuple(log_var.shape)}")
+        if slope.shape != (c,):
+            raise ValueError(f"need slope [C] with C={c}")
         if not torch.allclose(colour.T @ colour, torch.eye(c, dtype=torch.float64), atol=1e-6):
             raise ValueError("the colour transform must be orthonormal")
         if not (torch.isfinite(log_var).all() and torch.isfinite(mean).all() and torch.isfinite(slope).all()):
             raise ValueError("model parameters must be finite")
-        if not (math.isfinite(log_rho_lo) and math.isfinite(log_rho_hi) and log_rho_lo < log_rho_hi):
-            raise ValueError("need finite log_rho_lo < log_rho_hi")
         if not 0 < dc_index <= 1:
             raise ValueError(f"dc_index must be in (0, 1], got {dc_index}")
         self.register_buffer("mean", mean)
         self.register_buffer("colour", colour)
         self.register_buffer("log_var", log_var)
         self.register_buffer("slope", slope)
-        self.log_rho_lo, self.log_rho_hi, self.dc_index = float(log_rho_lo), float(log_rho_hi), float(dc_index)
+        self.dc_index = float(dc_index)
         self.fit_info = dict(fit_info or {})
         self._var_cache: dict = {}
 
@@ -169,9 +159,7 @@ class GaussianDenoiser(torch.nn.Module):
         key = (int(height), int(width), self.log_var.device, self.log_var.data_ptr())
         v = self._var_cache.get(key)
         if v is None:
-            log_rho, theta = _frequencies(height, width, self.dc_index, self.log_var.device)
-            v = torch.exp(_interp_table(self.log_var.double(), self.log_rho_lo, self.log_rho_hi, self.slope.double(),
-                                        log_rho, theta))
+            v = _spectrum(self.log_var.double(), self.slope.double(), self.dc_index, int(height), int(width))
             if len(self._var_cache) > 16:
                 self._var_cache.clear()
             self._var_cache[key] = v
@@ -276,24 +264,22 @@ class GaussianDenoiser(torch.nn.Module):
     @classmethod
     def power_law(cls, variance_at: tuple[float, ...] = (0.05, 0.01, 0.005), exponent: float = 2.0, *,
                   mean=(0.0, 0.0, 0.0), colour=None, ref_frequency: float = 0.05, dc_index: float = 0.5,
-                  n_rho: int = 16, n_theta: int = 3) -> GaussianDenoiser:
-        """An isotropic power-law model v_c(ρ) = variance_at[c] · (ρ / ref_frequency)^(−exponent), for tests
-        and experiments (no data needed)."""
+                  table_size: int = 32) -> GaussianDenoiser:
+        """An isotropic power-law model v_c(f) = variance_at[c] · (|f| / ref_frequency)^(−exponent), for
+        tests and experiments (no data needed)."""
         c = len(variance_at)
-        lo, hi = math.log(1e-3), math.log(math.sqrt(0.5))
-        nodes = torch.linspace(lo, hi, n_rho, dtype=torch.float64)
+        nodes = _log_nodes(table_size, dc_index)
+        log_rho = 0.5 * torch.logaddexp(2 * nodes[:, None], 2 * nodes[None, :])
         base = torch.log(torch.as_tensor(variance_at, dtype=torch.float64))
-        log_var = base[:, None, None] - exponent * (nodes - math.log(ref_frequency))[None, :, None]
-        log_var = log_var.expand(c, n_rho, n_theta).clone()
+        log_var = base[:, None, None] - exponent * (log_rho - math.log(ref_frequency))[None]
         colour = torch.eye(c, dtype=torch.float64) if colour is None else colour
-        return cls(mean, colour, log_var, torch.full((c,), float(exponent), dtype=torch.float64),
-                   log_rho_lo=lo, log_rho_hi=hi, dc_index=dc_index,
+        return cls(mean, colour, log_var, torch.full((c,), float(exponent), dtype=torch.float64), dc_index=dc_index,
                    fit_info={"source": "power_law", "exponent": exponent, "variance_at": list(variance_at),
                              "ref_frequency": ref_frequency})
 
     @classmethod
     def fit(cls, images_or_patches, *, patch_size: int = 64, num_patches: int = 20000, seed: int = 0,
-            n_rho: int = 24, n_theta: int = 7, dc_candidates=tuple(k / 20 for k in range(2, 21)),
+            dc_candidates=tuple(k / 40 for k in range(1, 41)),
             fit_info: dict | None = None) -> GaussianDenoiser:
         """Fit mean, colour PCA and the DCT spectrum on image patches.
 
@@ -301,12 +287,18 @@ class GaussianDenoiser(torch.nn.Module):
         (CHW float tensors in [-1, 1], HWC uint8 arrays or PIL images) from which `num_patches` random
         patch_size² patches are cut (uniform positions, random horizontal flips; seeded).
         """
-        patches = _collect_patches(images_or_patches, patch_size, num_patches, seed)
-        n, c, p, _ = patches.shape
-        x = patches.double()
-        mean = x.mean(dim=(0, 2, 3))
-        flat = (x - mean[None, :, None, None]).permute(1, 0, 2, 3).reshape(c, -1)
-        cov = flat @ flat.T / flat.shape[1]
+        source = _PatchSource(images_or_patches, patch_size, num_patches, seed)
+        n, c, p = source.count, source.channels, source.patch_size
+        # Pass 1: mean and colour covariance (streamed: 20k 64² patches would not fit in memory as float64).
+        total = torch.zeros(c, dtype=torch.float64)
+        for xb in source.batches():
+            total += xb.sum(dim=(0, 2, 3))
+        mean = total / (n * p * p)
+        cov = torch.zeros(c, c, dtype=torch.float64)
+        for xb in source.batches():
+            flat = (xb - mean[None, :, None, None]).permute(1, 0, 2, 3).reshape(c, -1)
+            cov += flat @ flat.T
+        cov /= n * p * p
         evals, evecs = torch.linalg.eigh(cov)
         order = torch.argsort(evals, descending=True)
         colour = evecs[:, order]
@@ -314,22 +306,20 @@ class GaussianDenoiser(torch.nn.Module):
         idx = colour.abs().argmax(dim=0)
         colour = colour * torch.sign(colour[idx, torch.arange(c)])[None, :]
 
-        def measured(size: int) -> torch.Tensor:
-            acc = torch.zeros(c, size, size, dtype=torch.float64)
-            for start in range(0, n, 512):  # top-left size² sub-patches, in batches
-                xb = x[start:start + 512, :, :size, :size] - mean[None, :, None, None]
-                y = torch.einsum("cd,nchw->ndhw", colour, xb)
-                acc += dct2(y).pow(2).sum(0)
-            return acc / n
-
+        # Pass 2: DCT variances at the fit size and at two smaller sizes (top-left sub-patches).
         sizes = [s for s in (p, p // 2, p // 4) if s >= 4]
-        meas = {s: measured(s) for s in sizes}
-        table, slope, lo, hi = cls._spectrum_table(meas[p], n_rho, n_theta)
+        meas = {s: torch.zeros(c, s, s, dtype=torch.float64) for s in sizes}
+        for xb in source.batches():
+            y = torch.einsum("cd,nchw->ndhw", colour, xb - mean[None, :, None, None])
+            for s_ in sizes:
+                meas[s_] += dct2(y[:, :, :s_, :s_]).pow(2).sum(0)
+        meas = {s_: v / n for s_, v in meas.items()}
+        table, slope = cls._spectrum_table(meas[p])
         # κ places the zero-frequency rows/columns (k = 0) on the continuous spectrum; choose it by
         # predicting the measured variances of those coefficients at the fit size and smaller sizes.
         best = None
         for kappa in dc_candidates:
-            model = cls(mean, colour, table, slope, log_rho_lo=lo, log_rho_hi=hi, dc_index=kappa)
+            model = cls(mean, colour, table, slope, dc_index=kappa)
             err = [(torch.log(model.variances(s, s)) - torch.log(meas[s]))[:, (torch.arange(s)[:, None] == 0)
                                                                              | (torch.arange(s)[None, :] == 0)]
                    for s in sizes]
@@ -338,8 +328,7 @@ class GaussianDenoiser(torch.nn.Module):
                 best = (score, kappa, model)
         _, kappa, model = best
         errs = {s: float((torch.log(model.variances(s, s)) - torch.log(meas[s])).abs().mean()) for s in sizes}
-        info = {"source": "fit", "patch_size": p, "num_patches": n, "seed": seed, "n_rho": n_rho,
-                "n_theta": n_theta, "dc_index": kappa,
+        info = {"source": "fit", "patch_size": p, "num_patches": n, "seed": seed, "dc_index": kappa,
                 "mean_abs_log_error_by_size": {str(k): v for k, v in errs.items()},
                 "low_frequency_exponent": [float(v) for v in slope],
                 "pixel_variance": [float(v) for v in torch.diag(cov)]}
@@ -348,30 +337,23 @@ class GaussianDenoiser(torch.nn.Module):
         return model
 
     @staticmethod
-    def _spectrum_table(var: torch.Tensor, n_rho: int, n_theta: int):
-        """Smooth log-variance table over (log ρ, θ) from the measured variances [C, P, P] of the coefficients
-        with k_h, k_w ≥ 1 (whose frequencies k / 2P are well defined), plus the low-frequency exponent."""
+    def _spectrum_table(var: torch.Tensor):
+        """The log-variance table [C, P, P] and the low-frequency exponent γ_c: least squares of log v on
+        log |f| over the lowest decade of the coefficients with k_h, k_w ≥ 1 (frequencies independent of κ)."""
         c, p, _ = var.shape
-        log_rho, theta = _frequencies(p, p, 1.0)
-        ac = torch.zeros(p, p, dtype=torch.bool)
-        ac[1:, 1:] = True
-        log_rho, theta, lv = log_rho[ac], theta[ac], torch.log(var.clamp(min=1e-12))[:, ac]
-        lo, hi = float(log_rho.min()), float(log_rho.max())
-        nodes_r = torch.linspace(lo, hi, n_rho, dtype=torch.float64)
-        nodes_t = torch.linspace(0, math.pi / 2, n_theta, dtype=torch.float64)
-        bw_r = (hi - lo) / (n_rho - 1) * 0.75
-        bw_t = (math.pi / 2) / max(n_theta - 1, 1) * 0.75
-        table = _smooth_table(log_rho, theta, lv, nodes_r, nodes_t, bw_r, bw_t)
-        # Low-frequency power-law exponent γ: least squares of log v on log ρ over the lowest decade.
-        sel = log_rho < lo + math.log(10.0)
+        lv = torch.log(var.clamp(min=1e-12))
+        k = torch.arange(1, p, dtype=torch.float64)
+        log_rho = torch.log(torch.hypot(k[:, None], k[None, :]) / (2 * p)).flatten()
+        inner = lv[:, 1:, 1:].reshape(c, -1)
+        sel = log_rho < float(log_rho.min()) + math.log(10.0)
         xr = log_rho[sel] - log_rho[sel].mean()
-        slope = -((lv[:, sel] - lv[:, sel].mean(1, keepdim=True)) * xr).sum(1) / (xr * xr).sum()
-        return table, slope.clamp(0.0, 4.0), lo, hi
+        slope = -((inner[:, sel] - inner[:, sel].mean(1, keepdim=True)) * xr).sum(1) / (xr * xr).sum()
+        return lv, slope.clamp(0.0, 4.0)
 
     # ------------------------------------------------------------------ safetensors I/O
     def config(self) -> dict:
         return {"class": "gaussian", "version": FORMAT_VERSION, "channels": self.channels,
-                "log_rho_lo": self.log_rho_lo, "log_rho_hi": self.log_rho_hi, "dc_index": self.dc_index,
+                "table_size": self.log_var.shape[-1], "dc_index": self.dc_index,
                 "fit": self.fit_info}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -393,7 +375,6 @@ class GaussianDenoiser(torch.nn.Module):
         if missing:
             raise ValueError(f"Gaussian model file lacks tensors {sorted(missing)}")
         return cls(tensors["mean"], tensors["colour"], tensors["log_var"], tensors["slope"],
-                   log_rho_lo=float(config["log_rho_lo"]), log_rho_hi=float(config["log_rho_hi"]),
                    dc_index=float(config["dc_index"]), fit_info=config.get("fit", {}))
 
     @classmethod
@@ -427,40 +408,67 @@ class GaussianDenoiser(torch.nn.Module):
 
 # ----------------------------------------------------------------------------- data
 
-def _image_to_tensor(img) -> torch.Tensor:
-    """CHW float64 in [-1, 1] from a CHW float tensor, an HWC uint8 array or a PIL image."""
+class _PatchSource:
+    """Seeded random patches from a patch tensor [N, C, P, P] or a list of images, served in float64 batches.
+
+    Images are kept as given (uint8 stays uint8) and patches converted per batch, so fitting on
+    many large photos does not hold them all in float64."""
+
+    def __init__(self, source, patch_size: int, num_patches: int, seed: int, batch: int = 256):
+        self.batch = batch
+        if isinstance(source, torch.Tensor) and source.ndim == 4:
+            if source.shape[-1] != source.shape[-2]:
+                raise ValueError("patches must be square")
+            if not source.is_floating_point():
+                raise ValueError("patch tensors must be floating point in [-1, 1]")
+            self.patches, self.images, self.picks = source, None, None
+            self.count, self.channels, self.patch_size = source.shape[0], source.shape[1], source.shape[-1]
+            return
+        if patch_size < 4 or num_patches < 1:
+            raise ValueError("need patch_size >= 4 and num_patches >= 1")
+        images = [_image_chw(im) for im in source]
+        images = [im for im in images if im.shape[1] >= patch_size and im.shape[2] >= patch_size]
+        if not images:
+            raise ValueError(f"no image is at least {patch_size}x{patch_size}")
+        if len({im.shape[0] for im in images}) != 1:
+            raise ValueError("all images must have the same number of channels")
+        g = torch.Generator().manual_seed(seed)
+        # Patches per image proportional to its area, so large photos are not under-represented.
+        areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
+        which = torch.multinomial(areas / areas.sum(), num_patches, replacement=True, generator=g).tolist()
+        picks = []
+        for k in which:
+            im = images[k]
+            top = int(torch.randint(0, im.shape[1] - patch_size + 1, (1,), generator=g))
+            left = int(torch.randint(0, im.shape[2] - patch_size + 1, (1,), generator=g))
+            flip = bool(torch.randint(0, 2, (1,), generator=g))
+            picks.append((k, top, left, flip))
+        self.patches, self.images, self.picks = None, images, picks
+        self.count, self.channels, self.patch_size = num_patches, images[0].shape[0], patch_size
+
+    def batches(self):
+        for start in range(0, self.count, self.batch):
+            if self.patches is not None:
+                yield self.patches[start:start + self.batch].double()
+                continue
+            out = []
+            for k, top, left, flip in self.picks[start:start + self.batch]:
+                patch = self.images[k][:, top:top + self.patch_size, left:left + self.patch_size].double()
+                if self.images[k].dtype == torch.uint8:
+                    patch = patch / 127.5 - 1.0
+                out.append(patch.flip(-1) if flip else patch)
+            yield torch.stack(out)
+
+
+def _image_chw(img) -> torch.Tensor:
+    """CHW tensor: float in [-1, 1] kept as is; HWC uint8 arrays and PIL images become CHW uint8."""
     if isinstance(img, torch.Tensor):
-        if img.ndim != 3 or not img.is_floating_point():
-            raise ValueError("image tensors must be CHW floating point in [-1, 1]")
-        return img.double()
+        if img.ndim != 3 or not (img.is_floating_point() or img.dtype == torch.uint8):
+            raise ValueError("image tensors must be CHW (float in [-1, 1] or uint8)")
+        return img
     import numpy as np
 
     arr = np.asarray(img.convert("RGB")) if hasattr(img, "convert") else np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim != 3:
         raise ValueError("image arrays must be HWC uint8")
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).double() / 127.5 - 1.0
-
-
-def _collect_patches(source, patch_size: int, num_patches: int, seed: int) -> torch.Tensor:
-    if isinstance(source, torch.Tensor) and source.ndim == 4:
-        if source.shape[-1] != source.shape[-2]:
-            raise ValueError("patches must be square")
-        return source.double()
-    images = [_image_to_tensor(im) for im in source]
-    images = [im for im in images if im.shape[1] >= patch_size and im.shape[2] >= patch_size]
-    if not images:
-        raise ValueError(f"no image is at least {patch_size}x{patch_size}")
-    g = torch.Generator().manual_seed(seed)
-    # Patches per image proportional to its area, so large photos are not under-represented.
-    areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
-    which = torch.multinomial(areas / areas.sum(), num_patches, replacement=True, generator=g)
-    out = torch.empty(num_patches, images[0].shape[0], patch_size, patch_size, dtype=torch.float32)
-    for i, k in enumerate(which.tolist()):
-        im = images[k]
-        top = int(torch.randint(0, im.shape[1] - patch_size + 1, (1,), generator=g))
-        left = int(torch.randint(0, im.shape[2] - patch_size + 1, (1,), generator=g))
-        patch = im[:, top:top + patch_size, left:left + patch_size]
-        if int(torch.randint(0, 2, (1,), generator=g)):
-            patch = patch.flip(-1)
-        out[i] = patch.float()
-    return out
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
