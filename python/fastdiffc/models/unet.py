@@ -12,7 +12,6 @@ stride and the output cropped back.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -224,7 +223,9 @@ class UNet(nn.Module):
 
 def file_content_hash(path) -> int:
     """64-bit model identity written into bitstreams: blake2b-64 of the weight file's bytes."""
-    return int.from_bytes(hashlib.blake2b(Path(path).read_bytes(), digest_size=8).digest(), "little")
+    from .registry import content_hash
+
+    return content_hash(path)
 
 
 class UNetDenoiser(nn.Module):

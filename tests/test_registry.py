@@ -1,0 +1,67 @@
+import json
+
+import fastdiffc
+import pytest
+import torch
+from fastdiffc.cli import main
+from fastdiffc.models.registry import content_hash, list_models, load_model
+from fastdiffc.models.unet import UNet, UNetConfig, UNetDenoiser
+from safetensors.torch import save_file
+
+TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, groups=4, attn_head_dim=8)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    torch.manual_seed(0)
+    UNetDenoiser(UNet(TINY)).save(tmp_path / "tiny.safetensors")
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))  # no config: not a model
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "future.safetensors"),
+              metadata={"fastdiffc_config": json.dumps({"class": "hyperprior9000"})})
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    return tmp_path
+
+
+def test_list_models(weights):
+    infos = list_models(weights)
+    assert [(m.name, m.cls) for m in infos] == [("future", "hyperprior9000"), ("tiny", "unet")]
+    assert infos[1].config["base_channels"] == 8
+
+
+def test_load_model_sets_identity(weights):
+    m = load_model("tiny", weights)
+    assert isinstance(m, UNetDenoiser)
+    assert m.name == "tiny"
+    assert m.content_hash == content_hash(weights / "tiny.safetensors")
+    assert 0 <= m.content_hash < 2**64
+    z = torch.randn(1, 3, 9, 9)
+    assert m(z, torch.tensor([0.0])).shape == z.shape
+
+
+def test_unknown_name_lists_available(weights):
+    with pytest.raises(fastdiffc.ModelNotFoundError, match=r"no model named 'nope'; available: future, tiny"):
+        load_model("nope", weights)
+    with pytest.raises(fastdiffc.ModelNotFoundError, match="cannot load"):
+        load_model("future", weights)
+
+
+def test_content_hash_tracks_bytes(weights):
+    p = weights / "tiny.safetensors"
+    h = content_hash(p)
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+    assert content_hash(p) != h
+
+
+def test_package_level_load_model_error():
+    with pytest.raises(fastdiffc.ModelNotFoundError, match="available"):
+        fastdiffc.load_model("definitely-not-a-model")
+
+
+def test_cli_models_json(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {m.name for m in list_models()} == {r["name"] for r in rows}
+    for r in rows:
+        assert len(r["content_hash"]) == 16
