@@ -118,15 +118,22 @@ def test_load_pipeline_reports_failures_and_builds_progressive_adapter():
 
     with pytest.raises(contenders.PipelineUnavailableError, match="no weights"):
         contenders.load_pipeline("diffc", load_codec=broken, truncate=truncate_bitplanes)
+    class NoWeights(BitPlaneCodec):
+        def model_for_encoding(self):
+            raise ModuleNotFoundError("No module named 'fastdiffc.models.registry'")
+
+    with pytest.raises(contenders.PipelineUnavailableError, match="models.registry"):  # found before any image
+        contenders.load_pipeline("diffc", load_codec=lambda n, m: NoWeights(), truncate=truncate_bitplanes)
     with pytest.raises(ValueError, match="bad pipeline spec"):
         contenders.parse_pipeline_spec("diffc:flow:extra")
     assert contenders.parse_pipeline_spec("diffc@gaussian:ancestral") == ("diffc", "gaussian", "ancestral")
 
     seen = []
     fake = BitPlaneCodec()
-    adapter = contenders.load_pipeline("diffc@gaussian", load_codec=lambda n, m: seen.append((n, m)) or fake,
+    adapter = contenders.load_pipeline("diffc@gaussian", options={"bits_per_chunk": 12},
+                                       load_codec=lambda n, m, **kw: seen.append((n, m, kw)) or fake,
                                        truncate=truncate_bitplanes)
-    assert seen == [("diffc", "gaussian")]
+    assert seen == [("diffc", "gaussian", {"bits_per_chunk": 12})]
     assert isinstance(adapter, contenders.ProgressivePipeline) and adapter.name == "diffc@gaussian-flow"
     other = contenders.load_pipeline("cdc", load_codec=lambda n, m: fake, rates=[0.5])
     assert isinstance(other, contenders.RatePipeline) and other.name == "cdc"

@@ -53,10 +53,25 @@ def add_parser(sub):
                    "(default: a geometric grid over a stream encoded at --pipeline-bpp)")
     p.add_argument("--pipeline-bpp", type=float, default=1.0, metavar="BPP",
                    help="rate of the single DiffC encode whose prefixes give the curve (default 1.0)")
+    p.add_argument("--pipeline-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="setting passed to every pipeline's load_codec, e.g. bits_per_chunk=12 (repeatable; "
+                   "a report folder keeps the options it was made with)")
     p.add_argument("--metrics", default="psnr,msssim,ssimulacra2,realism",
                    help="metrics to compute (default psnr,msssim,ssimulacra2,realism)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise ValueError(f"bad --pipeline-option {text!r}: expected KEY=VALUE")
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), {"true": True, "false": False}.get(value.lower(), value)
 
 
 def _warn(message: str) -> None:
@@ -102,17 +117,19 @@ def run(args) -> int:
         settings = args.rates if codec.setting_name == "bpp" else args.qualities
         contenders.append(ClassicalContender(codec, settings))
 
+    options = dict(_option(o) for o in args.pipeline_option)
     pipeline_specs = [] if args.pipelines.strip().lower() == "none" else _list(args.pipelines)
     for spec in pipeline_specs:
         try:
-            contenders.append(load_pipeline(spec, steps=args.steps, rates=args.rates, max_bpp=args.pipeline_bpp))
+            contenders.append(load_pipeline(spec, steps=args.steps, rates=args.rates, max_bpp=args.pipeline_bpp,
+                                            options=options))
         except PipelineUnavailableError as e:
             _warn(f"skipping {e}")
     if not contenders:
         raise ValueError("nothing to evaluate: no codec or pipeline is available")
 
     result = run_sweep(image_paths, contenders, out_dir, metrics=metrics, max_size=args.max_size,
-                       progress=not args.no_progress, warn=_warn)
+                       progress=not args.no_progress, warn=_warn, config={"pipeline_options": options})
     summary = write_report(out_dir, descriptions={c.name: c.description for c in contenders},
                            failures=result.failures)
     print(f"{result.computed} new points ({len(image_paths)} images, {len(contenders)} codecs); "

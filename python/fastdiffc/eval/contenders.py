@@ -19,9 +19,10 @@ with the reason, which the sweep reports and skips.
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ class ProgressivePipeline(_PipelineBase):
 
     def run(self, image: Image.Image, image_key: str, done: set[str], cache_dir: Path | None) -> Iterator[Trial]:
         path = self._cache_path(image_key, cache_dir)
-        encode_s = 0.0  # a cached stream was timed in an earlier run
+        encode_s = math.nan  # a cached stream was timed in an earlier run
         if path is not None and path.exists():
             data = path.read_bytes()
         else:
@@ -236,12 +237,15 @@ def parse_pipeline_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def load_pipeline(spec: str, *, steps: Sequence[int] | None = None, rates: Sequence[float] | None = None,
-                  max_bpp: float = DEFAULT_PROGRESSIVE_BPP, load_codec: Callable | None = None,
-                  truncate: Callable[[bytes, int], bytes] | None = None):
+                  max_bpp: float = DEFAULT_PROGRESSIVE_BPP, options: Mapping[str, object] | None = None,
+                  load_codec: Callable | None = None, truncate: Callable[[bytes, int], bytes] | None = None):
     """A contender for a pipeline spec NAME[@MODEL][:METHOD] (PipelineUnavailableError if it cannot load).
 
     DiffC decodes with `flow` unless another method is named; its label (the `codec`
-    column) is e.g. "diffc-flow" or "diffc@gaussian-flow".
+    column) is e.g. "diffc-flow" or "diffc@gaussian-flow". `options` are passed to
+    `load_codec` as pipeline settings (e.g. bits_per_chunk). The model is loaded here
+    when the codec can do so ahead of use (`model_for_encoding`), so missing weights
+    are reported before the sweep starts.
     """
     name, model, method = parse_pipeline_spec(spec)
     progressive = name in PROGRESSIVE_PIPELINES
@@ -251,7 +255,10 @@ def load_pipeline(spec: str, *, steps: Sequence[int] | None = None, rates: Seque
     try:
         if load_codec is None:
             from .. import load_codec
-        codec = load_codec(name, model)
+        codec = load_codec(name, model, **dict(options or {}))
+        probe = getattr(codec, "model_for_encoding", None)
+        if callable(probe):
+            probe()
         if progressive and truncate is None:
             from ..container import truncate_to_steps as truncate
     except Exception as e:  # noqa: BLE001 — any failure to load means "skip this pipeline"

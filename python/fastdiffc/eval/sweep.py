@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,15 +69,19 @@ def _check_config(out_dir: Path, config: dict) -> None:
 
 def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: str | Path, *,
               metrics: Sequence[str] = METRICS, max_size: int | None = None, progress: bool = True,
-              warn: Callable[[str], None] | None = None) -> SweepResult:
-    """Measure every (image, contender, setting) not already in out_dir/points.csv."""
+              warn: Callable[[str], None] | None = None, config: Mapping | None = None) -> SweepResult:
+    """Measure every (image, contender, setting) not already in out_dir/points.csv.
+
+    `config`: further settings that change what a point means (e.g. pipeline options);
+    stored with max_size in sweep.json and checked when resuming.
+    """
     for name in metrics:
         if name not in METRICS:
             raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(out_dir, {"max_size": max_size})
+    _check_config(out_dir, {"max_size": max_size, **dict(config or {})})
     points_path = out_dir / POINTS_FILE
     done: dict[tuple[str, str], set[str]] = {}
     for row in read_points(points_path):
