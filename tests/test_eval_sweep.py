@@ -146,7 +146,7 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     trials = list(adapter.run(image, "a.png", set(), tmp_path / "streams"))
     assert fake.compress_calls == 1 and set(fake.decode_methods) == {"flow"}
     assert [t.setting for t in trials] == [f"steps={k}" for k in (1, 2, 3, 4, 6, 8)]
-    full = (tmp_path / "streams" / "a.diffc-flow.fdc").read_bytes()
+    full = (tmp_path / "streams" / "a.diffc-flow.bpp1.fdc").read_bytes()
     for t in trials:
         assert t.nbytes == len(truncate_bitplanes(full, int(t.setting.split("=")[1])))
     psnrs = [metrics.psnr(image, t.reconstruction) for t in trials]

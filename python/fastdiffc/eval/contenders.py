@@ -127,7 +127,12 @@ class ProgressivePipeline(_PipelineBase):
         self.max_bpp = max_bpp
 
     def _cache_path(self, image_key: str, cache_dir: Path | None) -> Path | None:
-        return None if cache_dir is None else cache_dir / f"{_safe(Path(image_key).stem)}.{_safe(self.name)}.fdc"
+        # Named after the encode target: a later run with another --steps/--pipeline-bpp encodes
+        # anew. Its prefixes equal the old ones (rate control only decides where to stop).
+        target = f"steps{self.steps[-1]}" if self.steps is not None else f"bpp{format_setting(self.max_bpp)}"
+        if cache_dir is None:
+            return None
+        return cache_dir / f"{_safe(Path(image_key).stem)}.{_safe(self.name)}.{target}.fdc"
 
     def _encode(self, image: Image.Image) -> bytes:
         if self.steps is not None:

@@ -78,6 +78,8 @@ def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: 
     for name in metrics:
         if name not in METRICS:
             raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    if max_size is not None and max_size < 8:
+        raise ValueError(f"max_size must be at least 8 pixels, got {max_size}")
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
