@@ -126,7 +126,7 @@ class _NumpyBackend:
     def select(self, mu_perm, chunks, bits, seed, step, scheme):
         return _ref.select(mu_perm, chunks, bits, seed, step, scheme)
 
-    def chosen(self, indices, dim, seed, step):
+    def chosen(self, indices, dim, bits, seed, step):
         return _ref.chosen_candidates(indices, dim, seed, step)
 
 
@@ -146,8 +146,9 @@ class _CppBackend:
     def select(self, mu_perm, chunks, bits, seed, step, scheme):
         return self._core.rcc_select(mu_perm, int(chunks), int(bits), int(seed), int(step), scheme)
 
-    def chosen(self, indices, dim, seed, step):
-        return self._core.rcc_chosen(np.ascontiguousarray(indices, dtype=np.int64), int(dim), int(seed), int(step))
+    def chosen(self, indices, dim, bits, seed, step):
+        idx = np.ascontiguousarray(indices, dtype=np.int64)
+        return self._core.rcc_chosen(idx, int(dim), int(bits), int(seed), int(step))
 
 
 class _CudaBackend(_CppBackend):
@@ -256,7 +257,7 @@ def encode(mu, *, seed: int, step: int = 0, bits_per_chunk: int = DEFAULT_BITS_P
     else:
         indices = np.zeros(0, dtype=np.int64)
     payload = entropy.encode_rcc_indices(indices, bits=cfg.bits_per_chunk, scheme=cfg.scheme)
-    sample = _assemble(be, indices, perm, dim, seed, step)
+    sample = _assemble(be, indices, perm, dim, cfg.bits_per_chunk, seed, step)
     return Encoded(payload=payload, sample=sample.reshape(arr.shape), kl_bits=kl, chunks=chunks, indices=indices)
 
 
@@ -274,12 +275,12 @@ def decode(payload: bytes, dim: int, *, seed: int, step: int = 0, bits_per_chunk
     if be.name == "cuda":  # decoding is cheap; the CPU path avoids a device round trip
         be = _CppBackend()
     perm = be.permutation(seed, step, dim)
-    return _assemble(be, indices, perm, dim, seed, step)
+    return _assemble(be, indices, perm, dim, cfg.bits_per_chunk, seed, step)
 
 
-def _assemble(be, indices: np.ndarray, perm: np.ndarray, dim: int, seed: int, step: int) -> np.ndarray:
+def _assemble(be, indices: np.ndarray, perm: np.ndarray, dim: int, bits: int, seed: int, step: int) -> np.ndarray:
     # Zero chunks (μ = 0): the sample is candidate 0 of a single chunk, a free draw from the prior.
-    chosen = be.chosen(indices if indices.size else np.zeros(1, dtype=np.int64), dim, seed, step)
+    chosen = be.chosen(indices if indices.size else np.zeros(1, dtype=np.int64), dim, bits, seed, step)
     sample = np.empty(dim, dtype=np.float32)
     sample[perm] = chosen
     return sample

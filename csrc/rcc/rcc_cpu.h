@@ -1,0 +1,38 @@
+// CPU implementation of RCC (DESIGN §5): permutation, candidate selection, chosen candidates.
+// Plain C++ (no pybind11); arguments are validated by the callers in rcc_bindings.cpp and
+// again here (check_* throw std::invalid_argument), so no entry point reads out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "rcc/rcc_common.h"
+
+namespace fastdiffc::rcc {
+
+// The 65,536 float32 normal quantiles (built once, thread-safe).
+const float* normal_table();
+
+void check_step_args(int64_t dim, uint64_t step);
+void check_select_args(int64_t dim, int64_t chunks, int bits, uint64_t step);
+
+// perm[0..dim): shared permutation of the dimensions for (seed, step).
+void permutation(uint64_t seed, uint32_t step, int64_t dim, int64_t* perm);
+
+// indices[0..chunks): chosen candidate per chunk; mu_perm is mu in permuted order.
+void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_t seed, uint32_t step,
+            Scheme scheme, int64_t* indices);
+
+// scores[0..2^bits): score of every candidate of one chunk (for tests against the reference).
+void chunk_scores(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_t seed, uint32_t step,
+                  Scheme scheme, int64_t chunk, double* scores);
+
+// out[0..dim): the chosen candidate of each chunk laid out in permuted order.
+void chosen_candidates(const int64_t* indices, int64_t chunks, int64_t dim, uint64_t seed, uint32_t step,
+                       float* out);
+
+// Bare generation loop (the benchmark's speed limit): normals of candidates 0..count-1 of
+// chunk 0 at step 0, each of `length` positions, summed so the work cannot be optimised away.
+double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed);
+
+}  // namespace fastdiffc::rcc
