@@ -72,7 +72,7 @@ def _from_pil(im: Image.Image) -> PreparedImage:
 
 
 def _uint8_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).to(torch.float32)
+    t = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32)
     return (t / 127.5 - 1.0).unsqueeze(0).contiguous()
 
 
