@@ -193,11 +193,11 @@ class Encoding:
 
 
 def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | None = None,
-           stop: Callable[[list[int]], bool] | None = None, backend: str = "auto", progress: bool = False,
+           stop: Callable[[Encoding], bool] | None = None, backend: str = "auto", progress: bool = False,
            on_step: Callable[[int, torch.Tensor], None] | None = None) -> Encoding:
     """Run the DiffC sender on x (NCHW in [-1, 1], N = 1).
 
-    Stops after `steps` steps, or after the first step at which `stop(segment_lengths)` is
+    Stops after `steps` steps, or after the first step at which `stop(encoding_so_far)` is
     true, or at the end of the grid. `on_step(k, z_k)` sees every communicated latent.
     """
     grid = settings.grid()
@@ -224,7 +224,7 @@ def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | N
         if bar is not None:
             bar.update(1)
             bar.set_postfix(bytes=sum(map(len, enc.segments)))
-        if stop is not None and stop([len(s) for s in enc.segments]):
+        if stop is not None and stop(enc):
             break
     if bar is not None:
         bar.close()
@@ -362,7 +362,8 @@ class DiffCCodec(Codec):
         if bpp is not None:
             target = bpp * prep.height * prep.width / 8.0
 
-            def stop(lengths):  # stop once the whole file reaches the target size
+            def stop(enc):  # stop once the whole file reaches the target size
+                lengths = [len(s) for s in enc.segments]
                 return overhead_bytes(header, lengths) + sum(lengths) >= target
 
         enc = encode(model, prep.tensor, self.settings, steps=steps, stop=stop, backend=self.backend,
@@ -433,7 +434,8 @@ class DiffCCodec(Codec):
 
 
 def default_model_name() -> str:
-    """The registry's default model (the shipped UNet once there is one), else the Gaussian model."""
+    """The registry's default if it names one; else the first shipped UNet; else the Gaussian model
+    (DESIGN: the analytic Gaussian denoiser is the default until a learned UNet is shipped)."""
     try:
         from ..models import registry
     except ImportError:
@@ -441,4 +443,5 @@ def default_model_name() -> str:
     fn = getattr(registry, "default_model_name", None)
     if callable(fn):
         return fn()
-    return getattr(registry, "DEFAULT_MODEL", "gaussian")
+    unets = [m.name for m in registry.list_models() if m.cls == "unet"]
+    return unets[0] if unets else "gaussian"
