@@ -153,4 +153,5 @@ def test_monotone_curve_and_quality_at_rate():
     q = 4 * np.log(rates) + 35  # linear in log-rate: PCHIP reproduces it exactly
     assert bdrate.quality_at_rate(rates, q, 0.25) == pytest.approx(4 * math.log(0.25) + 35, abs=1e-9)
     assert math.isnan(bdrate.quality_at_rate(rates, q, 3.0))
+    assert bdrate.quality_at_rate(rates, q, 2.02) == pytest.approx(4 * math.log(2.02) + 35, abs=1e-3)
     assert bdrate.msssim_db(0.99) == pytest.approx(20.0)

@@ -64,11 +64,14 @@ def bd_rate(anchor_rates: Sequence[float], anchor_quality: Sequence[float],
     return (math.exp(mean_log_ratio) - 1.0) * 100.0
 
 
-def quality_at_rate(rates: Sequence[float], quality: Sequence[float], target: float) -> float:
+def quality_at_rate(rates: Sequence[float], quality: Sequence[float], target: float, *,
+                    tolerance: float = 0.02) -> float:
     """Quality interpolated at `target` rate (PCHIP in log-rate); NaN outside the measured range.
 
-    Unlike `bd_rate` this keeps every point (sorted by rate, duplicates averaged): a
-    metric such as the realism distance need not improve monotonically with rate.
+    A target at most `tolerance` (relative) beyond the end points is still evaluated
+    (rate control landing at 0.999 bpp should not hide the 1 bpp value). Unlike
+    `bd_rate` this keeps every point (sorted by rate, duplicates averaged): a metric
+    such as the realism distance need not improve monotonically with rate.
     """
     from scipy.interpolate import PchipInterpolator
 
@@ -76,7 +79,7 @@ def quality_at_rate(rates: Sequence[float], quality: Sequence[float], target: fl
     q = np.asarray(quality, dtype=np.float64)
     keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
     r, q = r[keep], q[keep]
-    if len(r) == 0 or not r.min() <= target <= r.max():
+    if len(r) == 0 or not r.min() / (1 + tolerance) <= target <= r.max() * (1 + tolerance):
         return math.nan
     ur = np.unique(r)
     uq = np.array([q[r == v].mean() for v in ur])

@@ -156,6 +156,7 @@ def _jp2(image: Image.Image, setting: float) -> bytes:
         quality_mode="rates",
         quality_layers=[_RAW_BITS_PER_PIXEL / bpp],
         irreversible=True,  # the lossy 9/7 wavelet
+        mct=1,  # RGB -> YCbCr before the wavelet (Pillow's default is none: ~2 dB worse on photos)
         no_jp2=False,
     )
 
@@ -173,7 +174,7 @@ CODECS: dict[str, ClassicalCodec] = {
                        _heic, _heif_check),
         ClassicalCodec("jxl", "JPEG XL (libjxl, effort 7)", "q", DEFAULT_QUALITIES,
                        _jxl, _jxl_check),
-        ClassicalCodec("jp2", "JPEG 2000 (OpenJPEG, 9/7 wavelet, rate target)", "bpp", DEFAULT_RATES,
+        ClassicalCodec("jp2", "JPEG 2000 (OpenJPEG, 9/7 wavelet, YCbCr, rate target)", "bpp", DEFAULT_RATES,
                        _jp2, _pillow_feature("jpg_2000", "JPEG 2000")),
     )
 }
