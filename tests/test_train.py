@@ -199,3 +199,17 @@ def test_cli_train_errors(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
     assert main(["train", "--data", str(tmp_path), "--model-config", "{oops"]) == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_compare_is_paired(tmp_path, rng):
+    from fastdiffc.train.compare import compare
+
+    d = _smooth_images(tmp_path / "imgs", rng)
+
+    def identity(z, lam, cond=None):
+        return z * alpha_sigma(lam.double())[0].to(z.dtype)[:, None, None, None]
+
+    res = compare({"a": identity, "b": identity}, d, patch_size=16, patches=6, n_logsnr=4)
+    assert res["n_patches"] == 6
+    assert res["models"]["a"]["bpd"] == res["models"]["b"]["bpd"]
+    assert res["models"]["b"]["paired_diff_vs_first"] == 0.0

@@ -120,3 +120,14 @@ def test_load_rejects_foreign_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(p), metadata={"fastdiffc_config": '{"class": "gaussian"}'})
     with pytest.raises(ValueError, match="not 'unet'"):
         load_unet(p)
+
+
+def test_bench_unet_json(capsys):
+    import json
+
+    from fastdiffc.cli import main
+
+    assert main(["bench", "unet", "--json", "--height", "32", "--width", "48", "--repeats", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["params"] > 100_000 and r["flops_per_pixel"] > 1000
+    assert r["seconds"] > 0 and r["seconds_768x512"] is None  # only reported at 768x512

@@ -110,6 +110,7 @@ def elbo_bits_per_dim(
         "bpd": sum(parts.values()),
         **parts,
         "bpd_stderr": float(total.std() / math.sqrt(n)) * to_bpd if n > 1 else float("nan"),
+        "per_patch_bpd": (total * to_bpd).tolist(),
         "n_patches": n,
         "n_logsnr": n_logsnr,
         "logsnr_min": logsnr_min,
