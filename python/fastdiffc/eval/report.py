@@ -120,16 +120,22 @@ def plot_rd(curves: Mapping[str, Sequence[Mapping]], metric: str, path: Path, *,
     fig = Figure(figsize=(7, 5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    visible = []
     for codec, points in curves.items():
         pts = [p for p in points if math.isfinite(p["bpp"]) and math.isfinite(p[metric])]
         if not pts:
             continue
+        visible += [p[metric] for p in pts if p["bpp"] <= max_bpp]
         ours = codec not in CLASSICAL
         ax.plot(_column(pts, "bpp"), _column(pts, metric), marker="o", markersize=3,
                 linewidth=2.2 if ours else 1.2, linestyle="-" if ours else "--", label=codec)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel(label)
     ax.set_xlim(0, max_bpp)
+    if visible:  # scale y to the points inside the x range, not to a codec's far-off top setting
+        lo, hi = min(visible), max(visible)
+        pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
