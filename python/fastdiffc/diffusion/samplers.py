@@ -66,7 +66,9 @@ def _check_z(z) -> None:
 
 
 def _denoise(denoiser, z: torch.Tensor, lam: float, cond) -> torch.Tensor:
-    lam_t = torch.full((z.shape[0],), lam, dtype=z.dtype, device=z.device)
+    # λ in at least float32: half precision would round λ ≈ 12 to steps of 0.01.
+    lam_dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+    lam_t = torch.full((z.shape[0],), lam, dtype=lam_dtype, device=z.device)
     x = denoiser(z, lam_t, cond)
     if x.shape != z.shape:
         raise ValueError(f"denoiser returned shape {tuple(x.shape)} for input {tuple(z.shape)}")
