@@ -8,6 +8,7 @@ images — those for which every codec has points — so averages are comparable
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .bdrate import bd_rate, msssim_db, quality_at_rate
-from .sweep import POINTS_FILE, read_points
+from .sweep import CONFIG_FILE, POINTS_FILE, read_points
 
 REPORT_RATES = (0.1, 0.25, 0.5, 1.0)
 BD_ANCHORS = ("jpeg", "heic")
@@ -159,6 +160,13 @@ def write_report(out_dir: str | Path, *, descriptions: Mapping[str, str] | None 
     lines.append(f"{len(used)} images: {', '.join(used)}.")
     if left_out:
         lines.append(f"Left out (not measured for every codec): {', '.join(left_out)}.")
+    config_path = out_dir / CONFIG_FILE
+    if config_path.exists():
+        config = json.loads(config_path.read_text())
+        size = config.get("max_size")
+        lines.append(f"Image size: {'as stored' if size is None else f'longer side at most {size} px'}"
+                     + (f"; pipeline options {config['pipeline_options']}" if config.get("pipeline_options") else "")
+                     + ".")
     lines.append("Curves average bpp and each metric over the images at every setting; "
                  "bpp counts every byte of the stored file.")
     lines += ["", "## Codecs", "", "| codec | configuration | points | bpp range | encode s | decode s |",
