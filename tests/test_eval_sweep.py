@@ -288,6 +288,8 @@ def test_cli_eval_skips_unloadable_pipeline_and_rejects_bad_input(tmp_path, imag
     assert "skipping pipeline 'nosuchpipeline' unavailable" in err
     assert cli.main(["eval", str(image_dir), "-o", str(out), "--codecs", "bpg", "--pipelines", "none"]) == 1
     assert "unknown codec 'bpg'" in capsys.readouterr().err
+    assert cli.main(["eval", str(image_dir), "-o", str(out), "--pipeline-option", "bits_per_chunk"]) == 1
+    assert "expected KEY=VALUE" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["eval", str(empty), "-o", str(out), "--pipelines", "none"]) == 1
