@@ -69,6 +69,26 @@ def test_chunk_scores_identical(scheme):
         assert np.array_equal(cpp, ref.chunk_scores(mu, 5, 7, 2**40 + 3, 9, scheme, chunk))
 
 
+def test_simd_paths_compute_identical_bits():
+    mu = make_mu(1000, 200.0)  # chunk lengths 125: batches of 128 with padding
+    results = []
+    try:
+        for path in (0, 1):  # portable (target_clones) and AVX-512 gathers (where the CPU has them)
+            _core.rcc_set_simd_path(path)
+            results.append((_core.rcc_chunk_scores(mu, 8, 6, 3, 1, "pfr", 5),
+                            _core.rcc_select(mu, 8, 6, 3, 1, "importance"),
+                            _core.rcc_generate_checksum(300, 1000, 4)))
+    finally:
+        _core.rcc_set_simd_path(-1)
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][0], ref.chunk_scores(mu, 8, 6, 3, 1, "pfr", 5))
+    assert np.array_equal(results[0][1], results[1][1])
+    assert abs(results[0][2] - results[1][2]) < 1e-3 * 300 * 1000  # float sums in a different order
+    assert _core.rcc_simd_path() in ("avx512", "portable")
+    with pytest.raises(ValueError):
+        _core.rcc_set_simd_path(2)
+
+
 def test_chunks_are_near_equal_and_cover():
     b = ref.chunk_bounds(103, 10)
     assert b[0] == 0 and b[-1] == 103

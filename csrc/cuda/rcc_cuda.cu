@@ -126,15 +126,21 @@ __global__ void score_candidates(Launch L, const float* __restrict__ mu, const f
     double acc[rcc::kLanes];
 #pragma unroll
     for (int l = 0; l < rcc::kLanes; ++l) acc[l] = 0.0;
-    for (int64_t j0 = 0; j0 < len; j0 += 16) {
-      const rng::Philox4 a = rng::philox4x32_10(static_cast<uint32_t>(j0 >> 3), i32, c32, word3, L.seed);
-      const rng::Philox4 b = rng::philox4x32_10(static_cast<uint32_t>(j0 >> 3) + 1u, i32, c32, word3, L.seed);
+    // Lane b takes the positions of Philox block b of every 128-position batch, in increasing
+    // order (the CPU's and rcc_numpy.lane_dot's order); then the fixed tree.
+    for (int64_t j0 = 0; j0 < len; j0 += 128) {
 #pragma unroll
-      for (int l = 0; l < rcc::kLanes; ++l) {
-        const int64_t j = j0 + l;
-        if (j < len) {
-          const uint32_t u = l < 8 ? rcc::normal_index(a.v, l) : rcc::normal_index(b.v, l - 8);
-          acc[l] = acc[l] + static_cast<double>(table[u]) * static_cast<double>(mu[lo + j]);
+      for (int b = 0; b < rcc::kLanes; ++b) {
+        const int64_t jb = j0 + 8 * b;
+        if (jb < len) {
+          const rng::Philox4 r = rng::philox4x32_10(static_cast<uint32_t>(jb >> 3), i32, c32, word3, L.seed);
+#pragma unroll
+          for (int pos = 0; pos < 8; ++pos) {
+            if (jb + pos < len) {
+              const float e = table[rcc::normal_index(r.v, pos)];
+              acc[b] = acc[b] + static_cast<double>(e) * static_cast<double>(mu[lo + jb + pos]);
+            }
+          }
         }
       }
     }

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -146,6 +147,9 @@ void register_rcc(py::module_& m) {
   m.def("rcc_generate_checksum", &py_generate, py::arg("count"), py::arg("length"), py::arg("seed"),
         "Bare Philox + table-normal generation of count x length normals (benchmark limit); returns their sum.");
   m.def("rcc_normal_table", &py_normal_table, "The 65,536-entry float32 inverse-CDF table.");
+  m.def("rcc_set_simd_path", [](int path) { translate([&] { rcc::set_simd_path(path); return 0; }); },
+        py::arg("path"), "-1: detect (default), 0: portable SIMD, 1: AVX-512 where available (tests/benchmarks).");
+  m.def("rcc_simd_path", &rcc::simd_path, "The SIMD path the RCC hot loop uses: 'avx512' or 'portable'.");
   m.def("philox4x32_10", &py_philox, py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("seed"),
         "One Philox4x32-10 block (4 words) for counter (c0..c3) and 64-bit key seed.");
 }

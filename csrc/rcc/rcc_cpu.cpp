@@ -3,7 +3,10 @@
 // time (GCC target_clones), so the shipped module is portable yet uses the machine's SIMD.
 #include "rcc/rcc_cpu.h"
 
+#include <immintrin.h>
 #include <omp.h>
+
+#include <atomic>
 
 #include <algorithm>
 #include <limits>
@@ -16,105 +19,93 @@ namespace fastdiffc::rcc {
 
 namespace {
 
-constexpr int kBlockWidth = 8;                       // Philox blocks per batch (SIMD lanes)
-constexpr int kBatchNormals = kBlockWidth * 8;       // 64 normals per batch
-constexpr int64_t kCandidateBlock = 256;             // candidates per task
+constexpr int kBatchBlocks = 16;                        // Philox blocks per batch = dot-product lanes
+constexpr int kBatchNormals = kBatchBlocks * 8;         // 128 normals per batch
+constexpr int64_t kCandidateBlock = 256;                // candidates per task
 // Below this much work (normals) a parallel region costs more than it saves, especially on a
 // busy machine where waking the OpenMP team takes milliseconds.
 constexpr int64_t kParallelWork = int64_t{1} << 16;
+static_assert(kBatchBlocks == kLanes, "one dot-product lane per Philox block of a batch");
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTDIFFC_NO_CLONES)
-#define FASTDIFFC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FASTDIFFC_CLONES __attribute__((target_clones("avx2", "default")))
+#define FASTDIFFC_HAVE_AVX512_PATH 1
 #else
 #define FASTDIFFC_CLONES
+#define FASTDIFFC_HAVE_AVX512_PATH 0
 #endif
 
-struct Best {
-  double score;
-  int64_t index;
-};
+// GCC/Clang vector extensions: the 16 Philox blocks of a batch run in SIMD lanes, lowered to
+// AVX2 or SSE by each target_clones variant (AVX-512 has its own path with hardware gathers).
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint64_t u64x16 __attribute__((vector_size(128)));
 
-// GCC/Clang vector extensions: the 8 Philox blocks of a batch run in SIMD lanes, lowered to
-// AVX-512, AVX2 or SSE by each target_clones variant of the calling function.
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
-typedef uint64_t u64x8 __attribute__((vector_size(64)));
-
-// 64 normals of one candidate at positions [first_block * 8, first_block * 8 + 64).
-FASTDIFFC_HD void batch_normals(const float* table, uint64_t seed, uint32_t step_word, uint32_t chunk,
-                                uint32_t candidate, uint32_t first_block, float* eps) {
-  u32x8 x0 = {0, 1, 2, 3, 4, 5, 6, 7};
+// Philox4x32-10 of blocks first_block .. first_block + 15 of (candidate, chunk, word3): w[k][b] is
+// word k of block b.
+FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, uint32_t candidate,
+                               uint32_t first_block, u32x16 w[4]) {
+  u32x16 x0 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   x0 += first_block;
-  u32x8 x1 = u32x8{} + candidate, x2 = u32x8{} + chunk, x3 = u32x8{} + step_word;
+  u32x16 x1 = u32x16{} + candidate, x2 = u32x16{} + chunk, x3 = u32x16{} + word3;
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  const u64x8 m0 = u64x8{} + static_cast<uint64_t>(rng::kPhiloxM0);
-  const u64x8 m1 = u64x8{} + static_cast<uint64_t>(rng::kPhiloxM1);
+  const u64x16 m0 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM0);
+  const u64x16 m1 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM1);
   for (int r = 0; r < 10; ++r) {
     if (r) {
       k0 += rng::kPhiloxW0;
       k1 += rng::kPhiloxW1;
     }
-    const u64x8 p0 = __builtin_convertvector(x0, u64x8) * m0;
-    const u64x8 p1 = __builtin_convertvector(x2, u64x8) * m1;
-    const u32x8 n0 = __builtin_convertvector(p1 >> 32, u32x8) ^ x1 ^ k0;
-    const u32x8 n2 = __builtin_convertvector(p0 >> 32, u32x8) ^ x3 ^ k1;
-    x1 = __builtin_convertvector(p1, u32x8);
-    x3 = __builtin_convertvector(p0, u32x8);
+    const u64x16 p0 = __builtin_convertvector(x0, u64x16) * m0;
+    const u64x16 p1 = __builtin_convertvector(x2, u64x16) * m1;
+    const u32x16 n0 = __builtin_convertvector(p1 >> 32, u32x16) ^ x1 ^ k0;
+    const u32x16 n2 = __builtin_convertvector(p0 >> 32, u32x16) ^ x3 ^ k1;
+    x1 = __builtin_convertvector(p1, u32x16);
+    x3 = __builtin_convertvector(p0, u32x16);
     x0 = n0;
     x2 = n2;
   }
-  const u32x8 w[4] = {x0, x1, x2, x3};
-  for (int b = 0; b < kBlockWidth; ++b) {
-    for (int k = 0; k < 4; ++k) {
-      eps[b * 8 + 2 * k] = table[w[k][b] & 0xFFFFu];
-      eps[b * 8 + 2 * k + 1] = table[w[k][b] >> 16];
-    }
-  }
+  w[0] = x0;
+  w[1] = x1;
+  w[2] = x2;
+  w[3] = x3;
 }
 
-// <mu_c, eps_i> with mu_c given in double, zero padded to a multiple of 64.
-FASTDIFFC_HD double candidate_dot(const float* table, const double* mu, int64_t padded, uint64_t seed,
-                                  uint32_t step_word, uint32_t chunk, uint32_t candidate) {
+// <mu_c, eps_i>. Lane b of the 16 accumulates the positions of Philox block b (mod 16) in
+// increasing order; then the fixed tree. mu is in "batch order": for batch q, word k, half h,
+// block b, mu[128 q + 16 (2k + h) + b] = mu_c[128 q + 8 b + 2 k + h] (zero padded).
+FASTDIFFC_CLONES
+double dot_generic(const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t word3,
+                   uint32_t chunk, uint32_t candidate) {
   double acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = 0.0;
-  alignas(64) float eps[kBatchNormals];
   for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
-    batch_normals(table, seed, step_word, chunk, candidate, static_cast<uint32_t>(j0 >> 3), eps);
+    u32x16 w[4];
+    philox_batch(seed, word3, chunk, candidate, static_cast<uint32_t>(j0 >> 3), w);
     const double* m = mu + j0;
-    for (int q = 0; q < kBatchNormals; q += kLanes) {
-      for (int l = 0; l < kLanes; ++l) acc[l] = acc[l] + static_cast<double>(eps[q + l]) * m[q + l];
+    for (int k = 0; k < 4; ++k) {
+      for (int h = 0; h < 2; ++h) {
+        const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
+        const double* mm = m + 16 * (2 * k + h);
+        for (int b = 0; b < kLanes; ++b) acc[b] = acc[b] + static_cast<double>(table[idx[b]]) * mm[b];
+      }
     }
   }
   return reduce_lanes(acc);
 }
 
-// Best (score, index) over candidates [i0, i1) of one chunk; pfr times continue from t_before.
+// Bare generation of count candidates x padded positions (the benchmark limit): sum of normals.
 FASTDIFFC_CLONES
-Best score_block(const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t step,
-                 uint32_t chunk, int64_t i0, int64_t i1, Scheme scheme, uint64_t t_before, double* scores_out) {
-  const uint32_t step_word = rng::counter_word3(rng::kDomainCandidates, step);
-  Best best{std::numeric_limits<double>::infinity(), -1};
-  uint64_t t = t_before;
-  for (int64_t i = i0; i < i1; ++i) {
-    const uint32_t cand = static_cast<uint32_t>(i);
-    const uint64_t inc = arrival_increment(seed, step, chunk, cand);
-    t = scheme == Scheme::kPfr ? t + inc : inc;
-    const double s = arrival_log_term(t) - candidate_dot(table, mu, padded, seed, step_word, chunk, cand);
-    if (scores_out) scores_out[i - i0] = s;
-    if (s < best.score || best.index < 0) best = Best{s, i};  // strict: ties keep the lower index
-  }
-  return best;
-}
-
-FASTDIFFC_CLONES
-double generate_block(const float* table, int64_t i0, int64_t i1, int64_t length, uint64_t seed) {
-  const uint32_t step_word = rng::counter_word3(rng::kDomainCandidates, 0);
+double generate_generic(const float* table, int64_t i0, int64_t i1, int64_t padded, uint64_t seed) {
   float acc[kLanes] = {};
-  alignas(64) float eps[kBatchNormals];
   for (int64_t i = i0; i < i1; ++i) {
-    for (int64_t j0 = 0; j0 < length; j0 += kBatchNormals) {
-      batch_normals(table, seed, step_word, 0u, static_cast<uint32_t>(i), static_cast<uint32_t>(j0 >> 3), eps);
-      for (int q = 0; q < kBatchNormals; q += kLanes) {
-        for (int l = 0; l < kLanes; ++l) acc[l] += eps[q + l];
+    for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
+      u32x16 w[4];
+      philox_batch(seed, 0u, 0u, static_cast<uint32_t>(i), static_cast<uint32_t>(j0 >> 3), w);
+      for (int k = 0; k < 4; ++k) {
+        for (int h = 0; h < 2; ++h) {
+          const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
+          for (int b = 0; b < kLanes; ++b) acc[b] += table[idx[b]];
+        }
       }
     }
   }
@@ -123,12 +114,122 @@ double generate_block(const float* table, int64_t i0, int64_t i1, int64_t length
   return total;
 }
 
-// mu of chunk c in double, zero padded to a multiple of 64 (padding adds exact zeros to the lanes).
+#if FASTDIFFC_HAVE_AVX512_PATH
+// The same sums with AVX-512 hardware gathers from the table (16 lanes = two 8-double registers).
+__attribute__((target("avx512f"))) double dot_avx512(const float* table, const double* mu, int64_t padded,
+                                                     uint64_t seed, uint32_t word3, uint32_t chunk,
+                                                     uint32_t candidate) {
+  __m512d lo_acc = _mm512_setzero_pd(), hi_acc = _mm512_setzero_pd();
+  for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
+    u32x16 w[4];
+    philox_batch(seed, word3, chunk, candidate, static_cast<uint32_t>(j0 >> 3), w);
+    const double* m = mu + j0;
+    for (int k = 0; k < 4; ++k) {
+      for (int h = 0; h < 2; ++h) {
+        const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
+        __m512i vi;
+        __builtin_memcpy(&vi, &idx, sizeof(vi));
+        const __m512 e = _mm512_i32gather_ps(vi, table, 4);
+        const __m512d e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+        const __m512d e_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+        const double* mm = m + 16 * (2 * k + h);
+        lo_acc = _mm512_add_pd(lo_acc, _mm512_mul_pd(e_lo, _mm512_loadu_pd(mm)));
+        hi_acc = _mm512_add_pd(hi_acc, _mm512_mul_pd(e_hi, _mm512_loadu_pd(mm + 8)));
+      }
+    }
+  }
+  alignas(64) double acc[kLanes];
+  _mm512_store_pd(acc, lo_acc);
+  _mm512_store_pd(acc + 8, hi_acc);
+  return reduce_lanes(acc);
+}
+
+__attribute__((target("avx512f"))) double generate_avx512(const float* table, int64_t i0, int64_t i1,
+                                                          int64_t padded, uint64_t seed) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
+      u32x16 w[4];
+      philox_batch(seed, 0u, 0u, static_cast<uint32_t>(i), static_cast<uint32_t>(j0 >> 3), w);
+      for (int k = 0; k < 4; ++k) {
+        for (int h = 0; h < 2; ++h) {
+          const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
+          __m512i vi;
+          __builtin_memcpy(&vi, &idx, sizeof(vi));
+          acc = _mm512_add_ps(acc, _mm512_i32gather_ps(vi, table, 4));
+        }
+      }
+    }
+  }
+  alignas(64) float a[kLanes];
+  _mm512_store_ps(a, acc);
+  double total = 0.0;
+  for (int l = 0; l < kLanes; ++l) total += a[l];
+  return total;
+}
+#endif
+
+using DotFn = double (*)(const float*, const double*, int64_t, uint64_t, uint32_t, uint32_t, uint32_t);
+using GenFn = double (*)(const float*, int64_t, int64_t, int64_t, uint64_t);
+
+std::atomic<int> g_simd_override{-1};  // -1: detect, 0: portable path, 1: AVX-512 path
+
+bool use_avx512() {
+#if FASTDIFFC_HAVE_AVX512_PATH
+  const int o = g_simd_override.load();
+  if (o >= 0) return o == 1 && __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+DotFn dot_fn() {
+#if FASTDIFFC_HAVE_AVX512_PATH
+  if (use_avx512()) return &dot_avx512;
+#endif
+  return &dot_generic;
+}
+
+GenFn gen_fn() {
+#if FASTDIFFC_HAVE_AVX512_PATH
+  if (use_avx512()) return &generate_avx512;
+#endif
+  return &generate_generic;
+}
+
+struct Best {
+  double score;
+  int64_t index;
+};
+
+// Best (score, index) over candidates [i0, i1) of one chunk; pfr times continue from t_before.
+Best score_block(DotFn dot, const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t step,
+                 uint32_t chunk, int64_t i0, int64_t i1, Scheme scheme, uint64_t t_before, double* scores_out) {
+  const uint32_t word3 = rng::counter_word3(rng::kDomainCandidates, step);
+  Best best{std::numeric_limits<double>::infinity(), -1};
+  uint64_t t = t_before;
+  for (int64_t i = i0; i < i1; ++i) {
+    const uint32_t cand = static_cast<uint32_t>(i);
+    const uint64_t inc = arrival_increment(seed, step, chunk, cand);
+    t = scheme == Scheme::kPfr ? t + inc : inc;
+    const double s = arrival_log_term(t) - dot(table, mu, padded, seed, word3, chunk, cand);
+    if (scores_out) scores_out[i - i0] = s;
+    if (s < best.score || best.index < 0) best = Best{s, i};  // strict: ties keep the lower index
+  }
+  return best;
+}
+
+// mu of positions [lo, hi) in double, in batch order (see dot_generic), zero padded to whole batches.
 std::vector<double> chunk_mu(const float* mu_perm, int64_t lo, int64_t hi) {
   const int64_t len = hi - lo;
-  const int64_t padded = (len + kBatchNormals - 1) / kBatchNormals * kBatchNormals;
-  std::vector<double> m(static_cast<size_t>(std::max<int64_t>(padded, kBatchNormals)), 0.0);
-  for (int64_t j = 0; j < len; ++j) m[static_cast<size_t>(j)] = static_cast<double>(mu_perm[lo + j]);
+  const int64_t padded = std::max<int64_t>(1, (len + kBatchNormals - 1) / kBatchNormals) * kBatchNormals;
+  std::vector<double> m(static_cast<size_t>(padded), 0.0);
+  for (int64_t j = 0; j < len; ++j) {
+    const int64_t q = j / kBatchNormals, r = j % kBatchNormals;
+    const int64_t b = r >> 3, k = (r >> 1) & 3, h = r & 1;
+    m[static_cast<size_t>(q * kBatchNormals + 16 * (2 * k + h) + b)] = static_cast<double>(mu_perm[lo + j]);
+  }
   return m;
 }
 
@@ -187,6 +288,7 @@ void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_
   // Phase 1 (pfr): each block's sum of fixed-point increments, then per-chunk exclusive prefix
   // sums, so every task knows the arrival time before its first candidate. Integer sums: exact.
   const bool parallel = n_cand * dim >= kParallelWork;
+  const DotFn dot = dot_fn();
   std::vector<uint64_t> t_before(static_cast<size_t>(tasks), 0);
   if (scheme == Scheme::kPfr) {
 #pragma omp parallel for schedule(static) if (parallel && tasks > 1)
@@ -224,7 +326,7 @@ void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_
       }
       const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
       best[static_cast<size_t>(task)] =
-          score_block(table, mu.data(), static_cast<int64_t>(mu.size()), seed, step, static_cast<uint32_t>(c), i0,
+          score_block(dot, table, mu.data(), static_cast<int64_t>(mu.size()), seed, step, static_cast<uint32_t>(c), i0,
                       i1, scheme, t_before[static_cast<size_t>(task)], nullptr);
     }
   }
@@ -245,7 +347,7 @@ void chunk_scores(const float* mu_perm, int64_t dim, int64_t chunks, int bits, u
   if (chunk < 0 || chunk >= chunks) throw std::invalid_argument("chunk out of range");
   const int64_t lo = chunk_start(chunk, dim, chunks), hi = chunk_start(chunk + 1, dim, chunks);
   std::vector<double> mu = chunk_mu(mu_perm, lo, hi);
-  score_block(normal_table(), mu.data(), static_cast<int64_t>(mu.size()), seed, step,
+  score_block(dot_fn(), normal_table(), mu.data(), static_cast<int64_t>(mu.size()), seed, step,
               static_cast<uint32_t>(chunk), 0, int64_t{1} << bits, scheme, 0, scores);
 }
 
@@ -276,13 +378,22 @@ double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed) {
     throw std::invalid_argument("count and length must be positive (length < 2^31, count <= 2^32)");
   const float* table = normal_table();
   const int64_t blocks = (count + kCandidateBlock - 1) / kCandidateBlock;
+  const int64_t padded = (length + kBatchNormals - 1) / kBatchNormals * kBatchNormals;
+  const GenFn gen = gen_fn();
   double total = 0.0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : total) if (count * length >= kParallelWork)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t i0 = blk * kCandidateBlock, i1 = std::min(count, i0 + kCandidateBlock);
-    total += generate_block(table, i0, i1, length, seed);
+    total += gen(table, i0, i1, padded, seed);
   }
   return total;
 }
+
+void set_simd_path(int path) {
+  if (path < -1 || path > 1) throw std::invalid_argument("SIMD path must be -1 (detect), 0 (portable) or 1 (avx512)");
+  g_simd_override.store(path);
+}
+
+std::string simd_path() { return use_avx512() ? "avx512" : "portable"; }
 
 }  // namespace fastdiffc::rcc

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "rcc/rcc_common.h"
@@ -34,5 +35,10 @@ void chosen_candidates(const int64_t* indices, int64_t chunks, int64_t dim, uint
 // Bare generation loop (the benchmark's speed limit): normals of candidates 0..count-1 of
 // chunk 0 at step 0, each of `length` positions, summed so the work cannot be optimised away.
 double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed);
+
+// SIMD path of the hot loop: -1 detect (default), 0 portable (target_clones AVX2/baseline),
+// 1 AVX-512 gathers where the CPU has them. Every path computes identical bits; tests compare them.
+void set_simd_path(int path);
+std::string simd_path();
 
 }  // namespace fastdiffc::rcc

@@ -29,7 +29,8 @@ STEP_LIMIT = 1 << 28  # step occupies the low 28 bits of counter word 3
 DIM_LIMIT = 1 << 31  # dimensions are indexed by 31-bit integers (permutation packing)
 MAX_BITS = 20  # 2^20 candidates per chunk at most
 ARRIVAL_FRACTION_BITS = 28  # exponentials are fixed-point integers in units of 2^-28
-LANES = 16  # dot products accumulate in 16 interleaved double lanes, then a fixed tree
+LANES = 16  # dot products accumulate in 16 double lanes (one per Philox block of a batch), then a fixed tree
+BATCH_NORMALS = 8 * LANES  # positions per batch of 16 Philox blocks
 
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that n * LN2_HI is exact for |n| < 2^20
 LN2_LO = 1.90821492927058770002e-10
@@ -215,15 +216,20 @@ def arrival_log_terms(seed: int, step: int, chunk: int, n_candidates: int, schem
 
 
 def lane_dot(eps: np.ndarray, mu_chunk: np.ndarray) -> np.ndarray:
-    """<mu, eps_i> for every row: products in double (exact), 16 interleaved lanes summed in order, fixed tree."""
+    """<mu, eps_i> for every row, in the exact order of the C++/CUDA code.
+
+    Products in double (exact); 16 lanes, lane b taking the positions of Philox block b mod 16
+    (positions 8b .. 8b+7 of every 128-position batch) in increasing order; then a fixed tree.
+    """
     rows, length = eps.shape
-    padded = -(-length // LANES) * LANES
-    prod = np.zeros((rows, padded), dtype=np.float64)
+    batches = max(1, -(-length // BATCH_NORMALS))
+    prod = np.zeros((rows, batches * BATCH_NORMALS), dtype=np.float64)
     prod[:, :length] = eps.astype(np.float64) * mu_chunk.astype(np.float64)
-    prod = prod.reshape(rows, padded // LANES, LANES)
+    prod = prod.reshape(rows, batches, LANES, 8)
     acc = np.zeros((rows, LANES), dtype=np.float64)
-    for k in range(padded // LANES):
-        acc = acc + prod[:, k, :]
+    for q in range(batches):
+        for pos in range(8):
+            acc = acc + prod[:, q, :, pos]
     width = LANES
     while width > 1:
         width //= 2
