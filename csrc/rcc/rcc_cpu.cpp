@@ -203,16 +203,17 @@ struct Best {
   int64_t index;
 };
 
-// Best (score, index) over candidates [i0, i1) of one chunk; pfr times continue from t_before.
+// Best (score, index) over candidates [i0, i1) of one chunk, given their fixed-point arrival
+// increments inc[0 .. i1-i0); pfr times continue from t_before.
 Best score_block(DotFn dot, const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t step,
-                 uint32_t chunk, int64_t i0, int64_t i1, Scheme scheme, uint64_t t_before, double* scores_out) {
+                 uint32_t chunk, int64_t i0, int64_t i1, Scheme scheme, const uint64_t* inc, uint64_t t_before,
+                 double* scores_out) {
   const uint32_t word3 = rng::counter_word3(rng::kDomainCandidates, step);
   Best best{std::numeric_limits<double>::infinity(), -1};
   uint64_t t = t_before;
   for (int64_t i = i0; i < i1; ++i) {
     const uint32_t cand = static_cast<uint32_t>(i);
-    const uint64_t inc = arrival_increment(seed, step, chunk, cand);
-    t = scheme == Scheme::kPfr ? t + inc : inc;
+    t = scheme == Scheme::kPfr ? t + inc[i - i0] : inc[i - i0];
     const double s = arrival_log_term(t) - dot(table, mu, padded, seed, word3, chunk, cand);
     if (scores_out) scores_out[i - i0] = s;
     if (s < best.score || best.index < 0) best = Best{s, i};  // strict: ties keep the lower index
@@ -284,60 +285,68 @@ void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_
   const float* table = normal_table();
   const int64_t n_cand = int64_t{1} << bits;
   const int64_t blocks = (n_cand + kCandidateBlock - 1) / kCandidateBlock;
-  const int64_t tasks = chunks * blocks;
-  // Phase 1 (pfr): each block's sum of fixed-point increments, then per-chunk exclusive prefix
-  // sums, so every task knows the arrival time before its first candidate. Integer sums: exact.
   const bool parallel = n_cand * dim >= kParallelWork;
   const DotFn dot = dot_fn();
-  std::vector<uint64_t> t_before(static_cast<size_t>(tasks), 0);
-  if (scheme == Scheme::kPfr) {
+  // Chunks are processed in batches so the per-candidate increments stay within ~16 MB.
+  const int64_t batch = std::max<int64_t>(1, (int64_t{1} << 21) / n_cand);
+  std::vector<uint64_t> inc(static_cast<size_t>(std::min(batch, chunks) * n_cand));
+  std::vector<uint64_t> t_before(static_cast<size_t>(std::min(batch, chunks) * blocks));
+  std::vector<Best> best(static_cast<size_t>(std::min(batch, chunks) * blocks));
+  for (int64_t c0 = 0; c0 < chunks; c0 += batch) {
+    const int64_t c1 = std::min(chunks, c0 + batch);
+    const int64_t tasks = (c1 - c0) * blocks;
+    // Phase 1: each candidate's fixed-point arrival increment and each block's sum; then per-chunk
+    // exclusive prefix sums, so every task knows the arrival time before its first candidate.
+    // Integer sums: exact in any order.
 #pragma omp parallel for schedule(static) if (parallel && tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t c = task / blocks, blk = task % blocks;
+      const int64_t c = c0 + task / blocks, blk = task % blocks;
       const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
-      uint64_t s = 0;
-      for (int64_t i = i0; i < i1; ++i)
-        s += arrival_increment(seed, step, static_cast<uint32_t>(c), static_cast<uint32_t>(i));
-      t_before[static_cast<size_t>(task)] = s;
+      uint64_t* out = inc.data() + (c - c0) * n_cand;
+      uint64_t sum = 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        out[i] = arrival_increment(seed, step, static_cast<uint32_t>(c), static_cast<uint32_t>(i));
+        sum += out[i];
+      }
+      t_before[static_cast<size_t>(task)] = sum;
     }
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = 0; c < c1 - c0; ++c) {
       uint64_t run = 0;
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const size_t k = static_cast<size_t>(c * blocks + blk);
-        const uint64_t s = t_before[k];
+        const uint64_t sum = t_before[k];
         t_before[k] = run;
-        run += s;
+        run += sum;
       }
     }
-  }
-  // Phase 2: score every candidate, best per task.
-  std::vector<Best> best(static_cast<size_t>(tasks));
+    // Phase 2: score every candidate, best per task.
 #pragma omp parallel if (parallel && tasks > 1)
-  {
-    std::vector<double> mu;
-    int64_t mu_chunk = -1;
+    {
+      std::vector<double> mu;
+      int64_t mu_chunk = -1;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t c = task / blocks, blk = task % blocks;
-      const int64_t lo = chunk_start(c, dim, chunks), hi = chunk_start(c + 1, dim, chunks);
-      if (c != mu_chunk) {
-        mu = chunk_mu(mu_perm, lo, hi);
-        mu_chunk = c;
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t c = c0 + task / blocks, blk = task % blocks;
+        if (c != mu_chunk) {
+          mu = chunk_mu(mu_perm, chunk_start(c, dim, chunks), chunk_start(c + 1, dim, chunks));
+          mu_chunk = c;
+        }
+        const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
+        best[static_cast<size_t>(task)] =
+            score_block(dot, table, mu.data(), static_cast<int64_t>(mu.size()), seed, step, static_cast<uint32_t>(c),
+                        i0, i1, scheme, inc.data() + (c - c0) * n_cand + i0, t_before[static_cast<size_t>(task)],
+                        nullptr);
       }
-      const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
-      best[static_cast<size_t>(task)] =
-          score_block(dot, table, mu.data(), static_cast<int64_t>(mu.size()), seed, step, static_cast<uint32_t>(c), i0,
-                      i1, scheme, t_before[static_cast<size_t>(task)], nullptr);
     }
-  }
-  // Phase 3: per chunk, blocks in ascending order with a strict comparison: ties -> lowest index.
-  for (int64_t c = 0; c < chunks; ++c) {
-    Best b = best[static_cast<size_t>(c * blocks)];
-    for (int64_t blk = 1; blk < blocks; ++blk) {
-      const Best& o = best[static_cast<size_t>(c * blocks + blk)];
-      if (o.score < b.score) b = o;
+    // Phase 3: per chunk, blocks in ascending order with a strict comparison: ties -> lowest index.
+    for (int64_t c = c0; c < c1; ++c) {
+      Best b = best[static_cast<size_t>((c - c0) * blocks)];
+      for (int64_t blk = 1; blk < blocks; ++blk) {
+        const Best& o = best[static_cast<size_t>((c - c0) * blocks + blk)];
+        if (o.score < b.score) b = o;
+      }
+      indices[c] = b.index;
     }
-    indices[c] = b.index;
   }
 }
 
@@ -347,8 +356,12 @@ void chunk_scores(const float* mu_perm, int64_t dim, int64_t chunks, int bits, u
   if (chunk < 0 || chunk >= chunks) throw std::invalid_argument("chunk out of range");
   const int64_t lo = chunk_start(chunk, dim, chunks), hi = chunk_start(chunk + 1, dim, chunks);
   std::vector<double> mu = chunk_mu(mu_perm, lo, hi);
+  const int64_t n_cand = int64_t{1} << bits;
+  std::vector<uint64_t> inc(static_cast<size_t>(n_cand));
+  for (int64_t i = 0; i < n_cand; ++i)
+    inc[static_cast<size_t>(i)] = arrival_increment(seed, step, static_cast<uint32_t>(chunk), static_cast<uint32_t>(i));
   score_block(dot_fn(), normal_table(), mu.data(), static_cast<int64_t>(mu.size()), seed, step,
-              static_cast<uint32_t>(chunk), 0, int64_t{1} << bits, scheme, 0, scores);
+              static_cast<uint32_t>(chunk), 0, n_cand, scheme, inc.data(), 0, scores);
 }
 
 void chosen_candidates(const int64_t* indices, int64_t chunks, int64_t dim, uint64_t seed, uint32_t step,

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "rng/philox.h"
 
@@ -32,7 +33,17 @@ FASTDIFFC_HD double det_exp(double y) {
 // log(x) for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh((m-1)/(m+1)).
 FASTDIFFC_HD double det_log(double x) {
   int e = 0;
-  double m = frexp(x, &e);
+  double m;
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof(bits));
+  const uint64_t biased = (bits >> 52) & 0x7FFu;
+  if (biased != 0 && biased != 0x7FFu) {  // normal numbers: frexp by bit surgery (exact, no call)
+    e = static_cast<int>(biased) - 1022;
+    bits = (bits & ~(uint64_t{0x7FF} << 52)) | (uint64_t{1022} << 52);
+    memcpy(&m, &bits, sizeof(m));
+  } else {
+    m = frexp(x, &e);
+  }
   if (m < kSqrtHalf) {
     m = m * 2.0;
     e -= 1;
