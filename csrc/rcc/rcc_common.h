@@ -21,18 +21,25 @@ FASTDIFFC_HD int64_t chunk_start(int64_t c, int64_t dim, int64_t n) { return (c 
 
 // Exponential variate E_i of candidate i in chunk c as an integer in units of 2^-28 (>= 1), so
 // that sums of them (the PFR arrival times) are exact in any summation order.
+FASTDIFFC_HD uint64_t arrival_increment_from_words(uint32_t r0, uint32_t r1) {
+  const uint64_t u52 = (static_cast<uint64_t>(r1) << 20) | (r0 >> 12);
+  // u in (0, 1), >= 2^-53: always a normal double. int64 conversions: exact, and vectorisable.
+  const double u = (static_cast<double>(static_cast<int64_t>(u52)) * 2.0 + 1.0) * 0x1p-53;
+  const double e = -rng::det_log_normal(u);
+  return static_cast<uint64_t>(static_cast<int64_t>(floor(e * static_cast<double>(int64_t{1} << kArrivalFractionBits)))) +
+         1u;
+}
+
 FASTDIFFC_HD uint64_t arrival_increment(uint64_t seed, uint32_t step, uint32_t chunk, uint32_t candidate) {
   const rng::Philox4 r = rng::philox4x32_10(0u, candidate, chunk,
                                             rng::counter_word3(rng::kDomainSelection, step), seed);
-  const uint64_t u52 = (static_cast<uint64_t>(r.v[1]) << 20) | (r.v[0] >> 12);
-  const double u = (static_cast<double>(u52) * 2.0 + 1.0) * 0x1p-53;
-  const double e = -rng::det_log(u);
-  return static_cast<uint64_t>(floor(e * static_cast<double>(uint64_t{1} << kArrivalFractionBits))) + 1u;
+  return arrival_increment_from_words(r.v[0], r.v[1]);
 }
 
 // The random part of a candidate's score: log T_i (pfr, T_i = sum of increments up to i) or log E_i.
 FASTDIFFC_HD double arrival_log_term(uint64_t fixed_point_time) {
-  return rng::det_log(static_cast<double>(fixed_point_time));
+  // times are >= 1 and < 2^53: exact conversion to a normal double
+  return rng::det_log_normal(static_cast<double>(static_cast<int64_t>(fixed_point_time)));
 }
 
 // Fixed reduction tree of the 16 lanes: halves added pairwise, as in rcc_numpy.lane_dot.

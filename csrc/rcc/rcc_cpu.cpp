@@ -74,19 +74,21 @@ FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, ui
 // increasing order; then the fixed tree. mu is in "batch order": for batch q, word k, half h,
 // block b, mu[128 q + 16 (2k + h) + b] = mu_c[128 q + 8 b + 2 k + h] (zero padded).
 FASTDIFFC_CLONES
-double dot_generic(const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t word3,
+double dot_generic(const float* table, const double* mu, int64_t len, uint64_t seed, uint32_t word3,
                    uint32_t chunk, uint32_t candidate) {
   double acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = 0.0;
-  for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
+  for (int64_t j0 = 0; j0 < len; j0 += kBatchNormals) {
     u32x16 w[4];
     philox_batch(seed, word3, chunk, candidate, static_cast<uint32_t>(j0 >> 3), w);
     const double* m = mu + j0;
+    // Blocks past the end of the chunk are skipped (their positions would add exact zeros).
+    const int blocks = static_cast<int>(std::min<int64_t>(kBatchBlocks, (len - j0 + 7) >> 3));
     for (int k = 0; k < 4; ++k) {
       for (int h = 0; h < 2; ++h) {
         const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
         const double* mm = m + 16 * (2 * k + h);
-        for (int b = 0; b < kLanes; ++b) acc[b] = acc[b] + static_cast<double>(table[idx[b]]) * mm[b];
+        for (int b = 0; b < blocks; ++b) acc[b] = acc[b] + static_cast<double>(table[idx[b]]) * mm[b];
       }
     }
   }
@@ -116,20 +118,23 @@ double generate_generic(const float* table, int64_t i0, int64_t i1, int64_t padd
 
 #if FASTDIFFC_HAVE_AVX512_PATH
 // The same sums with AVX-512 hardware gathers from the table (16 lanes = two 8-double registers).
-__attribute__((target("avx512f"))) double dot_avx512(const float* table, const double* mu, int64_t padded,
+__attribute__((target("avx512f"))) double dot_avx512(const float* table, const double* mu, int64_t len,
                                                      uint64_t seed, uint32_t word3, uint32_t chunk,
                                                      uint32_t candidate) {
   __m512d lo_acc = _mm512_setzero_pd(), hi_acc = _mm512_setzero_pd();
-  for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
+  for (int64_t j0 = 0; j0 < len; j0 += kBatchNormals) {
     u32x16 w[4];
     philox_batch(seed, word3, chunk, candidate, static_cast<uint32_t>(j0 >> 3), w);
     const double* m = mu + j0;
+    // Lanes (blocks) past the end of the chunk gather nothing and add exact zeros.
+    const int64_t blocks = std::min<int64_t>(kBatchBlocks, (len - j0 + 7) >> 3);
+    const __mmask16 live = static_cast<__mmask16>((1u << blocks) - 1u);
     for (int k = 0; k < 4; ++k) {
       for (int h = 0; h < 2; ++h) {
         const u32x16 idx = (w[k] >> (16 * h)) & 0xFFFFu;
         __m512i vi;
         __builtin_memcpy(&vi, &idx, sizeof(vi));
-        const __m512 e = _mm512_i32gather_ps(vi, table, 4);
+        const __m512 e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, vi, table, 4);
         const __m512d e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
         const __m512d e_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
         const double* mm = m + 16 * (2 * k + h);
@@ -169,6 +174,53 @@ __attribute__((target("avx512f"))) double generate_avx512(const float* table, in
 }
 #endif
 
+// Arrival increments of candidates first .. first + n - 1 (n <= kCandidateBlock) of one chunk:
+// Philox in 16 candidate lanes, then the deterministic log, in loops the compiler vectorises.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void arrival_increments(uint64_t seed, uint32_t step, uint32_t chunk, int64_t first, int64_t n, uint64_t* out) {
+  const uint32_t word3 = rng::counter_word3(rng::kDomainSelection, step);
+  alignas(64) uint32_t r0[kCandidateBlock], r1[kCandidateBlock];
+  for (int64_t i0 = 0; i0 < n; i0 += 16) {
+    u32x16 x0 = u32x16{}, x2 = u32x16{} + chunk, x3 = u32x16{} + word3;
+    u32x16 x1 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    x1 += static_cast<uint32_t>(first + i0);
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    const u64x16 m0 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM0);
+    const u64x16 m1 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM1);
+    for (int r = 0; r < 10; ++r) {
+      if (r) {
+        k0 += rng::kPhiloxW0;
+        k1 += rng::kPhiloxW1;
+      }
+      const u64x16 p0 = __builtin_convertvector(x0, u64x16) * m0;
+      const u64x16 p1 = __builtin_convertvector(x2, u64x16) * m1;
+      const u32x16 n0 = __builtin_convertvector(p1 >> 32, u32x16) ^ x1 ^ k0;
+      const u32x16 n2 = __builtin_convertvector(p0 >> 32, u32x16) ^ x3 ^ k1;
+      x1 = __builtin_convertvector(p1, u32x16);
+      x3 = __builtin_convertvector(p0, u32x16);
+      x0 = n0;
+      x2 = n2;
+    }
+    for (int l = 0; l < 16; ++l) {
+      r0[i0 + l] = x0[l];
+      r1[i0 + l] = x1[l];
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = arrival_increment_from_words(r0[i], r1[i]);
+}
+
+// log_terms[i] = log of the arrival time (pfr: running sum from t_before) of n candidates.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void arrival_log_terms(const uint64_t* inc, int64_t n, Scheme scheme, uint64_t t_before, double* out) {
+  alignas(64) uint64_t t[kCandidateBlock];
+  uint64_t run = t_before;
+  for (int64_t i = 0; i < n; ++i) {
+    run = scheme == Scheme::kPfr ? run + inc[i] : inc[i];
+    t[i] = run;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = arrival_log_term(t[i]);
+}
+
 using DotFn = double (*)(const float*, const double*, int64_t, uint64_t, uint32_t, uint32_t, uint32_t);
 using GenFn = double (*)(const float*, int64_t, int64_t, int64_t, uint64_t);
 
@@ -205,18 +257,23 @@ struct Best {
 
 // Best (score, index) over candidates [i0, i1) of one chunk, given their fixed-point arrival
 // increments inc[0 .. i1-i0); pfr times continue from t_before.
-Best score_block(DotFn dot, const float* table, const double* mu, int64_t padded, uint64_t seed, uint32_t step,
+Best score_block(DotFn dot, const float* table, const double* mu, int64_t len, uint64_t seed, uint32_t step,
                  uint32_t chunk, int64_t i0, int64_t i1, Scheme scheme, const uint64_t* inc, uint64_t t_before,
                  double* scores_out) {
   const uint32_t word3 = rng::counter_word3(rng::kDomainCandidates, step);
   Best best{std::numeric_limits<double>::infinity(), -1};
-  uint64_t t = t_before;
-  for (int64_t i = i0; i < i1; ++i) {
-    const uint32_t cand = static_cast<uint32_t>(i);
-    t = scheme == Scheme::kPfr ? t + inc[i - i0] : inc[i - i0];
-    const double s = arrival_log_term(t) - dot(table, mu, padded, seed, word3, chunk, cand);
-    if (scores_out) scores_out[i - i0] = s;
-    if (s < best.score || best.index < 0) best = Best{s, i};  // strict: ties keep the lower index
+  alignas(64) double log_t[kCandidateBlock];
+  for (int64_t b0 = i0; b0 < i1; b0 += kCandidateBlock) {
+    const int64_t b1 = std::min(i1, b0 + kCandidateBlock);
+    arrival_log_terms(inc + (b0 - i0), b1 - b0, scheme, t_before, log_t);
+    for (int64_t i = b0; i < b1; ++i) {
+      const double s = log_t[i - b0] - dot(table, mu, len, seed, word3, chunk, static_cast<uint32_t>(i));
+      if (scores_out) scores_out[i - i0] = s;
+      if (s < best.score || best.index < 0) best = Best{s, i};  // strict: ties keep the lower index
+    }
+    if (scheme == Scheme::kPfr) {
+      for (int64_t i = b0; i < b1; ++i) t_before += inc[i - i0];
+    }
   }
   return best;
 }
@@ -303,11 +360,9 @@ void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_
       const int64_t c = c0 + task / blocks, blk = task % blocks;
       const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
       uint64_t* out = inc.data() + (c - c0) * n_cand;
+      arrival_increments(seed, step, static_cast<uint32_t>(c), i0, i1 - i0, out + i0);
       uint64_t sum = 0;
-      for (int64_t i = i0; i < i1; ++i) {
-        out[i] = arrival_increment(seed, step, static_cast<uint32_t>(c), static_cast<uint32_t>(i));
-        sum += out[i];
-      }
+      for (int64_t i = i0; i < i1; ++i) sum += out[i];
       t_before[static_cast<size_t>(task)] = sum;
     }
     for (int64_t c = 0; c < c1 - c0; ++c) {
@@ -333,7 +388,8 @@ void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_
         }
         const int64_t i0 = blk * kCandidateBlock, i1 = std::min(n_cand, i0 + kCandidateBlock);
         best[static_cast<size_t>(task)] =
-            score_block(dot, table, mu.data(), static_cast<int64_t>(mu.size()), seed, step, static_cast<uint32_t>(c),
+            score_block(dot, table, mu.data(), chunk_start(c + 1, dim, chunks) - chunk_start(c, dim, chunks), seed,
+                        step, static_cast<uint32_t>(c),
                         i0, i1, scheme, inc.data() + (c - c0) * n_cand + i0, t_before[static_cast<size_t>(task)],
                         nullptr);
       }
@@ -358,9 +414,10 @@ void chunk_scores(const float* mu_perm, int64_t dim, int64_t chunks, int bits, u
   std::vector<double> mu = chunk_mu(mu_perm, lo, hi);
   const int64_t n_cand = int64_t{1} << bits;
   std::vector<uint64_t> inc(static_cast<size_t>(n_cand));
-  for (int64_t i = 0; i < n_cand; ++i)
-    inc[static_cast<size_t>(i)] = arrival_increment(seed, step, static_cast<uint32_t>(chunk), static_cast<uint32_t>(i));
-  score_block(dot_fn(), normal_table(), mu.data(), static_cast<int64_t>(mu.size()), seed, step,
+  for (int64_t i0 = 0; i0 < n_cand; i0 += kCandidateBlock)
+    arrival_increments(seed, step, static_cast<uint32_t>(chunk), i0, std::min(kCandidateBlock, n_cand - i0),
+                       inc.data() + i0);
+  score_block(dot_fn(), normal_table(), mu.data(), hi - lo, seed, step,
               static_cast<uint32_t>(chunk), 0, n_cand, scheme, inc.data(), 0, scores);
 }
 
