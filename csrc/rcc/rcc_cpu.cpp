@@ -317,7 +317,11 @@ void check_select_args(int64_t dim, int64_t chunks, int bits, uint64_t step) {
 
 void permutation(uint64_t seed, uint32_t step, int64_t dim, int64_t* perm) {
   check_step_args(dim, step);
-  std::vector<uint64_t> packed(static_cast<size_t>(dim));
+  // Sort the packed values (33-bit Philox key << 31 | j): distinct, so the order is unique and
+  // equals rcc_numpy.permutation's np.sort. LSD radix sort on the 33 key bits (the index bits are
+  // already ascending and the passes are stable): O(dim), 4 passes of 9 bits.
+  const size_t n = static_cast<size_t>(dim);
+  std::vector<uint64_t> packed(n), tmp(n);
   const uint32_t word3 = rng::counter_word3(rng::kDomainPermutation, step);
   const int64_t pairs = (dim + 1) / 2;
 #pragma omp parallel for schedule(static) if (dim >= kParallelWork)
@@ -326,14 +330,27 @@ void permutation(uint64_t seed, uint32_t step, int64_t dim, int64_t* perm) {
     for (int h = 0; h < 2; ++h) {
       const int64_t j = 2 * p + h;
       if (j >= dim) break;
-      const uint64_t key = (static_cast<uint64_t>(r.v[2 * h + 1]) << 32) | r.v[2 * h];
-      // 33 random bits above the 31-bit index: distinct values, ties broken by index.
-      packed[static_cast<size_t>(j)] = ((key >> 31) << 31) | static_cast<uint64_t>(j);
+      const uint64_t k = (static_cast<uint64_t>(r.v[2 * h + 1]) << 32) | r.v[2 * h];
+      packed[static_cast<size_t>(j)] = ((k >> 31) << 31) | static_cast<uint64_t>(j);
     }
   }
-  std::sort(packed.begin(), packed.end());
+  constexpr int kDigitBits = 9;
+  constexpr size_t kBuckets = size_t{1} << kDigitBits;
+  size_t count[kBuckets];
+  for (int shift = 31; shift < 64; shift += kDigitBits) {
+    std::fill(count, count + kBuckets, size_t{0});
+    for (size_t j = 0; j < n; ++j) ++count[(packed[j] >> shift) & (kBuckets - 1)];
+    size_t run = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      const size_t c = count[b];
+      count[b] = run;
+      run += c;
+    }
+    for (size_t j = 0; j < n; ++j) tmp[count[(packed[j] >> shift) & (kBuckets - 1)]++] = packed[j];
+    packed.swap(tmp);
+  }
   const uint64_t mask = (uint64_t{1} << 31) - 1;
-  for (int64_t k = 0; k < dim; ++k) perm[k] = static_cast<int64_t>(packed[static_cast<size_t>(k)] & mask);
+  for (size_t k = 0; k < n; ++k) perm[k] = static_cast<int64_t>(packed[k] & mask);
 }
 
 void select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_t seed, uint32_t step,
