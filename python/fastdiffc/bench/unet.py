@@ -42,8 +42,9 @@ def count_flops(den, h: int, w: int) -> int:
 
 
 def time_forward(den, h: int, w: int, repeats: int, *, channels_last: bool = True, mode: str = "inference",
-                 fn=None) -> list[float]:
-    """Wall seconds of `repeats` denoiser calls on a 1×3×h×w input, after one warm-up."""
+                 fn=None, cpu_times: list | None = None) -> list[float]:
+    """Wall seconds of `repeats` denoiser calls on a 1×3×h×w input, after one warm-up.
+    Process CPU seconds per call go to `cpu_times` (a steadier figure on a shared machine)."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 3, h, w, generator=g)
     if channels_last:
@@ -51,16 +52,18 @@ def time_forward(den, h: int, w: int, repeats: int, *, channels_last: bool = Tru
         z = z.contiguous(memory_format=torch.channels_last)
     else:
         den.net.to(memory_format=torch.contiguous_format)
-    call = fn or den
+    call = den if fn is None else fn
     ctx = torch.inference_mode if mode == "inference" else torch.no_grad
     lam = torch.tensor([2.0])
     times = []
     with ctx():
         for i in range(repeats + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             call(z, lam)
             if i:
                 times.append(time.perf_counter() - t0)
+                if cpu_times is not None:
+                    cpu_times.append(time.process_time() - c0)
     return times
 
 
@@ -73,7 +76,8 @@ def run(args) -> dict:
     h, w = args.height, args.width
     params = sum(p.numel() for p in den.parameters())
     flops = count_flops(den, h, w)
-    times = time_forward(den, h, w, args.repeats)
+    cpu = []
+    times = time_forward(den, h, w, args.repeats, cpu_times=cpu)
     result = {
         "model": getattr(den, "name", "unet (untrained)"),
         "params": params,
@@ -81,6 +85,7 @@ def run(args) -> dict:
         "seconds_768x512": statistics.median(times) if (h, w) == (512, 768) else None,
         "seconds": statistics.median(times),
         "seconds_min": min(times),
+        "cpu_seconds": statistics.median(cpu),
         "height": h,
         "width": w,
         "threads": torch.get_num_threads(),
@@ -92,10 +97,16 @@ def run(args) -> dict:
             "nchw_inference_mode": dict(channels_last=False, mode="inference"),
             "channels_last_inference_mode": dict(channels_last=True, mode="inference"),
         }
-        result["compare"] = {k: min(time_forward(den, h, w, args.repeats, **kw)) for k, kw in variants.items()}
+        result["compare"] = {}
+        for k, kw in variants.items():
+            c = []
+            result["compare"][k] = {"seconds": min(time_forward(den, h, w, args.repeats, cpu_times=c, **kw)),
+                                    "cpu_seconds": min(c)}
         compiled = torch.compile(den)
         try:
-            result["compare"]["compiled_channels_last"] = min(time_forward(den, h, w, args.repeats, fn=compiled))
+            c = []
+            result["compare"]["compiled_channels_last"] = {
+                "seconds": min(time_forward(den, h, w, args.repeats, fn=compiled, cpu_times=c)), "cpu_seconds": min(c)}
         except Exception as e:  # noqa: BLE001 - inductor needs a C compiler; report, don't fail the bench
             result["compare"]["compiled_channels_last"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
     return result
@@ -106,9 +117,11 @@ def format_report(r: dict) -> str:
         f"UNet denoiser {r['model']}: {r['params'] / 1e6:.2f} M parameters, "
         f"{r['flops_per_pixel'] / 1e3:.1f} kFLOP/pixel ({r['flops_per_pixel'] * r['height'] * r['width'] / 1e9:.1f} "
         f"GFLOP per {r['width']}x{r['height']})",
-        f"forward {r['width']}x{r['height']}: {r['seconds']:.3f} s median, {r['seconds_min']:.3f} s best "
+        f"forward {r['width']}x{r['height']}: {r['seconds']:.3f} s median, {r['seconds_min']:.3f} s best, "
+        f"{r['cpu_seconds']:.3f} CPU-s "
         f"({r['threads']} threads, glibc mallopt tuning {'on' if r['mallopt_tuned'] else 'off'})",
     ]
     for k, v in r.get("compare", {}).items():
-        lines.append(f"  {k:32s} {v if isinstance(v, str) else f'{v:.3f} s'}")
+        shown = v if isinstance(v, str) else f"{v['seconds']:.3f} s, {v['cpu_seconds']:.3f} CPU-s"
+        lines.append(f"  {k:32s} {shown}")
     return "\n".join(lines)
