@@ -12,6 +12,14 @@ prior draw from the shared randomness.
 
 Backends compute identical bits: "cpp" (fastdiffc._core, OpenMP), "cuda" (fastdiffc._cuda,
 selection only; the rest runs on the CPU), "numpy" (fastdiffc.rcc_numpy, the reference).
+
+Choosing b and the margin: a step costs 2^b · D normal draws to encode. With finitely many
+candidates the sample is pulled towards the prior; the pull shrinks as the margin grows, while the
+coded size grows (more chunks, each with its index-coding overhead). Measured with pfr, b = 10,
+8 chunks (tests/test_rcc_stats.py has the exact settings the statistics hold for):
+margin 1 / 2 / 4 / 6 bits -> coded bits / KL 1.35 / 1.48 / 1.84 / 2.49, and the sample reaches
+82 / 85 / 90 / 97 % of the shift μ. A step payload also has ~20 bits of fixed cost (chunk count
+and the ANS coder's final state); zero-KL steps cost 0 bytes.
 """
 
 from __future__ import annotations
