@@ -57,6 +57,15 @@ def gaussian_model():
     return g
 
 
+def tiny_unet():
+    """A randomly initialised small UNet (conv, GroupNorm, SiLU, attention): the learned-model code path."""
+    from fastdiffc.models.unet import UNet, UNetDenoiser
+
+    torch.manual_seed(0)
+    net = UNet(base_channels=16, channel_mults=(1, 2), attn_head_dim=16)
+    return UNetDenoiser(net, name="tiny-unet-test", content_hash=0x1234).eval().requires_grad_(False)
+
+
 def photo_crop(h=32, w=48, top=60, left=150) -> np.ndarray:
     """A crop of the bundled sample photograph (a real photo: the ladybird on its stem)."""
     return np.asarray(Image.open(SAMPLE).convert("RGB"))[top : top + h, left : left + w].copy()
@@ -105,13 +114,15 @@ def test_float64_pipeline_round_trip():
 
 
 def test_same_bytes_across_runs_and_thread_counts():
-    """Compress in fresh processes with 1 and 2 OpenMP/torch threads: identical bytes."""
+    """Compress in fresh processes with 1 and 2 OpenMP/torch threads: identical bytes (Gaussian image
+    model, exact pixel model, and a small random UNet — convolutions, GroupNorm, attention)."""
     code = (
         "import sys, hashlib, torch; sys.path.insert(0, {tests!r}); torch.set_num_threads({n});"
         "import test_diffc as t; from fastdiffc.pipelines.diffc import DiffCCodec;"
         "d1 = DiffCCodec(t.gaussian_model(), **t.SETTINGS).compress(t.photo_crop(), steps=8);"
         "d2 = DiffCCodec(t.PixelGaussian(), **t.SETTINGS).compress(t.photo_crop(), steps=8);"
-        "print(hashlib.md5(d1).hexdigest(), hashlib.md5(d2).hexdigest())"
+        "d3 = DiffCCodec(t.tiny_unet(), **t.SETTINGS).compress(t.photo_crop(), steps=8);"
+        "print(hashlib.md5(d1).hexdigest(), hashlib.md5(d2).hexdigest(), hashlib.md5(d3).hexdigest())"
     )
     outs = []
     for n in (1, 2):
@@ -121,7 +132,7 @@ def test_same_bytes_across_runs_and_thread_counts():
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout.split())
     here = [hashlib.md5(DiffCCodec(m, **SETTINGS).compress(photo_crop(), steps=8)).hexdigest()
-            for m in (gaussian_model(), PixelGaussian())]
+            for m in (gaussian_model(), PixelGaussian(), tiny_unet())]
     assert outs[0] == outs[1] == here
 
 
