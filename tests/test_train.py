@@ -213,3 +213,16 @@ def test_compare_is_paired(tmp_path, rng):
     assert res["n_patches"] == 6
     assert res["models"]["a"]["bpd"] == res["models"]["b"]["bpd"]
     assert res["models"]["b"]["paired_diff_vs_first"] == 0.0
+
+
+def test_plot_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastdiffc.train.plot import plot_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loss.csv").write_text("step,elapsed_s,images,loss_bpd,grad_norm,lr\n1,6,8,9.5,1,1e-4\n2,12,16,9.1,1,1e-4\n")
+    (run / "eval.csv").write_text("step,elapsed_s,bpd,diffusion,prior,decoder,bpd_stderr\n2,12,9.2,9.2,0,0,0.1\n")
+    out = plot_run(run, gaussian_bpd=9.0)
+    with Image.open(out) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
