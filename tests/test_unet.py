@@ -131,3 +131,13 @@ def test_bench_unet_json(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["params"] > 100_000 and r["flops_per_pixel"] > 1000
     assert r["seconds"] > 0 and r["seconds_768x512"] is None  # only reported at 768x512
+
+
+def test_enable_compile_keeps_outputs():
+    torch.manual_seed(6)
+    den = UNetDenoiser(_randomise(UNet(UNetConfig(**TINY))).eval())
+    z, lam = torch.randn(1, 3, 16, 16), torch.tensor([1.0])
+    with torch.inference_mode():
+        want = den(z, lam)
+        got = den.enable_compile()(z, lam)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

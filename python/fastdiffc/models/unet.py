@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +249,14 @@ class UNetDenoiser(nn.Module):
     def forward(self, z, logsnr, cond=None):
         return self._wrapped(z, logsnr, cond)
 
+    def enable_compile(self) -> UNetDenoiser:
+        """Run the net through torch.compile (inductor). Opt-in (or FASTDIFFC_TORCH_COMPILE=1 at
+        load): each new image size compiles once (tens of seconds); measured on the 2-core
+        dev machine it saves ~10-15% CPU time per 768×512 forward, within run-to-run noise."""
+        wrap = VDenoiser if self.net.config.prediction == "v" else EpsDenoiser
+        self._wrapped = wrap(torch.compile(self.net))
+        return self
+
     # --- safetensors I/O -------------------------------------------------------------------
     def save(self, path, extra_metadata: dict | None = None) -> None:
         save_unet(self.net, path, extra_metadata)
@@ -256,7 +265,10 @@ class UNetDenoiser(nn.Module):
     def load(cls, path, name: str | None = None) -> UNetDenoiser:
         net, _ = load_unet(path)
         den = cls(net, name=name or Path(path).stem, content_hash=file_content_hash(path))
-        return den.eval().requires_grad_(False)
+        den = den.eval().requires_grad_(False)
+        if os.environ.get("FASTDIFFC_TORCH_COMPILE") == "1":
+            den.enable_compile()
+        return den
 
 
 def unet_metadata(config: UNetConfig, extra: dict | None = None) -> dict[str, str]:
