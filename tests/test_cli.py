@@ -52,7 +52,7 @@ def test_max_steps_and_truncated_file(compressed, tmp_path, capsys):
     png = tmp_path / "cut.png"
     assert main(["decompress", str(cut), "-o", str(png), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "truncated" in err[0]
+    assert len(err) == 1 and "truncated" in err[0] and "--allow-truncated" in err[0]
     assert main(["decompress", str(cut), "-o", str(png), "--allow-truncated", "--method", "denoise", "--quiet"]) == 0
     a = np.asarray(Image.open(png))
     full = tmp_path / "k.png"

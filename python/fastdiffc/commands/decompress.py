@@ -21,14 +21,20 @@ def add_parser(sub):
 
 def run(args):
     from ..container import read_header
+    from ..errors import TruncatedError
     from ..pipelines import load_codec
 
     with open(args.input, "rb") as f:
         data = f.read()
     header, _ = read_header(data)
     codec = load_codec(header.pipeline, args.model, recon_steps=args.recon_steps, progress=not args.quiet)
-    image = codec.decompress(data, method=args.method, max_steps=args.max_steps,
-                             allow_truncated=args.allow_truncated)
+    try:
+        image = codec.decompress(data, method=args.method, max_steps=args.max_steps,
+                                 allow_truncated=args.allow_truncated)
+    except TruncatedError as e:
+        if args.allow_truncated:
+            raise
+        raise TruncatedError(f"{e}; --allow-truncated decodes the complete steps") from None
     ext = os.path.splitext(args.output)[1].lower()
     if not ext:
         raise ValueError(f"{args.output}: give the output an image extension such as .png")
