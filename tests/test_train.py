@@ -178,7 +178,8 @@ def test_cli_train_tiny_run(tmp_path, rng, capsys):
     d = _smooth_images(tmp_path / "imgs", rng)
     run = tmp_path / "run"
     args = ["train", "--data", str(d), "--heldout", str(d), "--run-dir", str(run), "--steps", "4",
-            "--batch-size", "2", "--patch-size", "16", "--eval-patches", "4", "--log-every", "2", "--no-progress",
+            "--batch-size", "2", "--patch-size", "16", "--eval-patches", "4", "--eval-patch-size", "16",
+            "--log-every", "2", "--no-progress",
             "--model-config", '{"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}',
             "--export", str(tmp_path / "w.safetensors")]
     assert main(args) == 0

@@ -27,6 +27,7 @@ def add_parser(sub):
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint + eval every N steps (0: off)")
     p.add_argument("--log-every", type=int, default=25, help="loss.csv row every N steps")
     p.add_argument("--eval-patches", type=int, default=64)
+    p.add_argument("--eval-patch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-config", metavar="JSON",
@@ -46,7 +47,8 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema,
         logsnr_min=args.logsnr_range[0], logsnr_max=args.logsnr_range[1], max_steps=args.steps,
         time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes,
-        eval_patches=args.eval_patches, log_every=args.log_every, seed=args.seed, threads=args.threads,
+        eval_patches=args.eval_patches, eval_patch_size=args.eval_patch_size,
+        log_every=args.log_every, seed=args.seed, threads=args.threads,
         progress=not args.no_progress,
     )
     overrides = {}
