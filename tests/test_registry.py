@@ -65,3 +65,18 @@ def test_cli_models_json(capsys):
     assert {m.name for m in list_models()} == {r["name"] for r in rows}
     for r in rows:
         assert len(r["content_hash"]) == 16
+
+
+def test_default_diffc_model_is_a_shipped_model():
+    from fastdiffc.models.registry import default_model_name, list_models
+
+    name = default_model_name("diffc")
+    assert name in {m.name for m in list_models()}
+
+
+def test_default_model_for_unknown_pipeline_is_a_clear_error():
+    from fastdiffc.errors import ModelNotFoundError
+    from fastdiffc.models.registry import default_model_name
+
+    with pytest.raises(ModelNotFoundError, match="no default model for pipeline 'nope'"):
+        default_model_name("nope")

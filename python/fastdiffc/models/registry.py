@@ -85,3 +85,19 @@ def load_model(name: str, weights_dir=None):
     model.name = info.name
     model.content_hash = content_hash(info.path)
     return model
+
+
+DEFAULTS_FILE = WEIGHTS_DIR / "defaults.json"
+
+
+def default_model_name(pipeline: str = "diffc") -> str:
+    """The shipped default model of `pipeline`, from weights/defaults.json (a data file, so that
+    promoting a better model is a one-line change measured by `fastdiffc eval`)."""
+    try:
+        defaults = json.loads(DEFAULTS_FILE.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"cannot read the default-model table {DEFAULTS_FILE}: {e}") from None
+    name = defaults.get(pipeline)
+    if not isinstance(name, str):
+        raise ModelNotFoundError(f"no default model for pipeline {pipeline!r} in {DEFAULTS_FILE.name}")
+    return name

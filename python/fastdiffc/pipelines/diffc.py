@@ -441,14 +441,7 @@ class DiffCCodec(Codec):
 
 
 def default_model_name() -> str:
-    """The registry's default if it names one; else the first shipped UNet; else the Gaussian model
-    (DESIGN: the analytic Gaussian denoiser is the default until a learned UNet is shipped)."""
-    try:
-        from ..models import registry
-    except ImportError:
-        return "gaussian"
-    fn = getattr(registry, "default_model_name", None)
-    if callable(fn):
-        return fn()
-    unets = [m.name for m in registry.list_models() if m.cls == "unet"]
-    return unets[0] if unets else "gaussian"
+    """DiffC's shipped default model (python/fastdiffc/weights/defaults.json)."""
+    from ..models.registry import default_model_name as registry_default
+
+    return registry_default("diffc")
