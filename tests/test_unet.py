@@ -100,8 +100,10 @@ def test_safetensors_round_trip(tmp_path):
     assert isinstance(loaded.content_hash, int) and 0 <= loaded.content_hash < 2**64
     assert loaded.content_hash == file_content_hash(path)
     z, lam = torch.randn(2, 3, 19, 23), torch.tensor([0.3, -1.0])
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(z, lam), UNetDenoiser(net)(z, lam), rtol=0, atol=0)
+    for (ka, a), (kb, b) in zip(loaded.net.state_dict().items(), net.state_dict().items()):
+        assert ka == kb and torch.equal(a, b)  # bit-exact weights
+    with torch.inference_mode():  # loaded models run channels_last: same maths, other summation order
+        torch.testing.assert_close(loaded(z, lam), UNetDenoiser(net)(z, lam), rtol=1e-5, atol=1e-6)
     # a different set of weights gives a different content hash
     _randomise(net, seed=9)
     other = tmp_path / "o.safetensors"
@@ -140,4 +142,14 @@ def test_enable_compile_keeps_outputs():
     with torch.inference_mode():
         want = den(z, lam)
         got = den.enable_compile()(z, lam)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_matches_nchw():
+    torch.manual_seed(7)
+    den = UNetDenoiser(_randomise(UNet(UNetConfig(**TINY))).eval())
+    z, lam = torch.randn(2, 3, 21, 18), torch.tensor([0.5, 3.0])
+    with torch.inference_mode():
+        want = den(z, lam)
+        got = den.use_channels_last()(z, lam)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -241,13 +241,23 @@ class UNetDenoiser(nn.Module):
         self.content_hash = content_hash
         wrap = VDenoiser if net.config.prediction == "v" else EpsDenoiser
         self._wrapped = wrap(self.net)
+        self.channels_last = False
 
     @property
     def config(self) -> UNetConfig:
         return self.net.config
 
     def forward(self, z, logsnr, cond=None):
+        if self.channels_last and z.ndim == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
         return self._wrapped(z, logsnr, cond)
+
+    def use_channels_last(self, on: bool = True) -> UNetDenoiser:
+        """NHWC weights and inputs: measured 0.47 → 0.36 s per 768×512 forward (2 threads);
+        loaded models use it by default."""
+        self.channels_last = on
+        self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
 
     def enable_compile(self) -> UNetDenoiser:
         """Run the net through torch.compile (inductor). Opt-in (or FASTDIFFC_TORCH_COMPILE=1 at
@@ -265,7 +275,7 @@ class UNetDenoiser(nn.Module):
     def load(cls, path, name: str | None = None) -> UNetDenoiser:
         net, _ = load_unet(path)
         den = cls(net, name=name or Path(path).stem, content_hash=file_content_hash(path))
-        den = den.eval().requires_grad_(False)
+        den = den.eval().requires_grad_(False).use_channels_last()
         if os.environ.get("FASTDIFFC_TORCH_COMPILE") == "1":
             den.enable_compile()
         return den
