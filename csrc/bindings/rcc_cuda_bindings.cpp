@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "bindings/translate.h"
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -15,14 +17,7 @@ namespace fastdiffc::cuda {
 
 namespace {
 
-template <typename F>
-auto translate(F&& f) {
-  try {
-    return f();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
+using bindings::translate;
 
 py::dict py_plan(int64_t dim, int64_t chunks, int bits, uint64_t step) {
   const RccLaunchPlan p = translate([&] { return plan_rcc_launch(dim, chunks, bits, step); });

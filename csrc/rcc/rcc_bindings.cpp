@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "bindings/translate.h"
+
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -36,14 +38,7 @@ void require_1d(const py::buffer_info& info, const char* name) {
   if (info.ndim != 1) throw py::value_error(std::string(name) + " must be one-dimensional");
 }
 
-template <typename F>
-auto translate(F&& f) {
-  try {
-    return f();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
+using bindings::translate;
 
 py::array_t<int64_t> py_permutation(uint64_t seed, uint64_t step, int64_t dim) {
   rcc::check_step_args(dim, step);

@@ -43,13 +43,9 @@ static_assert(kBatchBlocks == kLanes, "one dot-product lane per Philox block of 
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint64_t u64x16 __attribute__((vector_size(128)));
 
-// Philox4x32-10 of blocks first_block .. first_block + 15 of (candidate, chunk, word3): w[k][b] is
-// word k of block b.
-FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, uint32_t candidate,
-                               uint32_t first_block, u32x16 w[4]) {
-  u32x16 x0 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  x0 += first_block;
-  u32x16 x1 = u32x16{} + candidate, x2 = u32x16{} + chunk, x3 = u32x16{} + word3;
+// The ten Philox4x32-10 rounds on 16 counters at once (one per SIMD lane), keyed by the 64-bit
+// seed; shared by every vectorised generator so the bijection is written once.
+FASTDIFFC_HD void philox_rounds16(uint64_t seed, u32x16& x0, u32x16& x1, u32x16& x2, u32x16& x3) {
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const u64x16 m0 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM0);
   const u64x16 m1 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM1);
@@ -67,6 +63,16 @@ FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, ui
     x0 = n0;
     x2 = n2;
   }
+}
+
+// Philox4x32-10 of blocks first_block .. first_block + 15 of (candidate, chunk, word3): w[k][b] is
+// word k of block b.
+FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, uint32_t candidate,
+                               uint32_t first_block, u32x16 w[4]) {
+  u32x16 x0 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  x0 += first_block;
+  u32x16 x1 = u32x16{} + candidate, x2 = u32x16{} + chunk, x3 = u32x16{} + word3;
+  philox_rounds16(seed, x0, x1, x2, x3);
   w[0] = x0;
   w[1] = x1;
   w[2] = x2;
@@ -187,23 +193,7 @@ void arrival_increments(uint64_t seed, uint32_t step, uint32_t chunk, int64_t fi
     u32x16 x0 = u32x16{}, x2 = u32x16{} + chunk, x3 = u32x16{} + word3;
     u32x16 x1 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     x1 += static_cast<uint32_t>(first + i0);
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    const u64x16 m0 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM0);
-    const u64x16 m1 = u64x16{} + static_cast<uint64_t>(rng::kPhiloxM1);
-    for (int r = 0; r < 10; ++r) {
-      if (r) {
-        k0 += rng::kPhiloxW0;
-        k1 += rng::kPhiloxW1;
-      }
-      const u64x16 p0 = __builtin_convertvector(x0, u64x16) * m0;
-      const u64x16 p1 = __builtin_convertvector(x2, u64x16) * m1;
-      const u32x16 n0 = __builtin_convertvector(p1 >> 32, u32x16) ^ x1 ^ k0;
-      const u32x16 n2 = __builtin_convertvector(p0 >> 32, u32x16) ^ x3 ^ k1;
-      x1 = __builtin_convertvector(p1, u32x16);
-      x3 = __builtin_convertvector(p0, u32x16);
-      x0 = n0;
-      x2 = n2;
-    }
+    philox_rounds16(seed, x0, x1, x2, x3);
     for (int l = 0; l < 16; ++l) {
       r0[i0 + l] = x0[l];
       r1[i0 + l] = x1[l];
