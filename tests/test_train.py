@@ -46,6 +46,23 @@ def test_patch_dataset(tmp_path, rng):
         assert found
 
 
+def test_patch_dataset_scales(tmp_path, rng):
+    """With scales, crops come from every downscaled copy; images too small at a scale drop out there."""
+    d = _smooth_images(tmp_path / "imgs", rng, sizes=((64, 80), (40, 40)))
+    ds = PatchDataset(d, patch_size=16, scales=(1.0, 0.5, 0.25))
+    assert [len(imgs) for imgs, _ in ds.levels] == [2, 2, 1]  # 40x40 at 0.25 is 10x10 < 16
+    assert ds.levels[1][0][0].shape == (3, 32, 40) and ds.levels[2][0][0].shape == (3, 16, 20)
+    a = ds.sample(64, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, ds.sample(64, torch.Generator().manual_seed(3)), rtol=0, atol=0)
+    smallest = ds.levels[2][0][0].float() / 127.5 - 1
+    windows = smallest.unfold(1, 16, 1).unfold(2, 16, 1)
+    hits = sum(int(any((windows - c[:, None, None]).abs().amax(dim=(0, 3, 4)).min() == 0 for c in (p, p.flip(2))))
+               for p in a)
+    assert 5 <= hits <= 40  # ~1/3 of 64 crops come from the quarter-scale image
+    with pytest.raises(ValueError, match="scales"):
+        PatchDataset(d, patch_size=16, scales=(1.0, 1.5))
+
+
 def test_patch_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         PatchDataset(tmp_path / "nope")

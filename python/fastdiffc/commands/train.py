@@ -19,6 +19,9 @@ def add_parser(sub):
                    help="stop after this many minutes of training in total (0: no limit)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--patch-size", type=int, default=64)
+    p.add_argument("--scales", default="1", metavar="S,...",
+                   help="also train on the images downscaled by these factors in (0, 1], e.g. 1,0.5,0.33 "
+                        "(a crop first picks a scale uniformly)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200, help="linear LR warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay")
@@ -38,13 +41,24 @@ def add_parser(sub):
     return p
 
 
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--scales must be comma-separated numbers, got {text!r}") from None
+    if any(not 0.0 < s <= 1.0 for s in scales):
+        raise ValueError(f"--scales must be in (0, 1], got {text!r}")
+    return scales
+
+
 def run(args) -> int:
     from ..models.unet import UNetConfig
     from ..train.loop import TrainConfig, Trainer
 
     cfg = TrainConfig(
         data=args.data, heldout=args.heldout, run_dir=args.run_dir, patch_size=args.patch_size,
-        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema,
+        scales=_parse_scales(args.scales), batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+        ema_decay=args.ema,
         logsnr_min=args.logsnr_range[0], logsnr_max=args.logsnr_range[1], max_steps=args.steps,
         time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes,
         eval_patches=args.eval_patches, eval_patch_size=args.eval_patch_size,

@@ -38,30 +38,53 @@ def to_model_range(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.to(torch.float32) / 127.5 - 1.0
 
 
+def downscale(img: torch.Tensor, scale: float) -> torch.Tensor:
+    """uint8 [3, H, W] resized by `scale` ≤ 1 with Lanczos (PIL, antialiased)."""
+    if scale == 1.0:
+        return img
+    h, w = max(1, round(img.shape[1] * scale)), max(1, round(img.shape[2] * scale))
+    pil = Image.fromarray(img.permute(1, 2, 0).numpy())
+    arr = np.asarray(pil.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
 class PatchDataset:
     """Random patch_size² crops from every image under `folder` (recursively).
 
     Crops are drawn uniformly over all valid crop positions of all images (an image is
     picked with probability ∝ its number of crop positions), then flipped left-right
     with probability ½ (and up-down too if `vflip`). Images smaller than the patch are skipped.
+
+    `scales` (each in (0, 1]): the images are also kept downscaled by each factor, and a
+    batch element first picks a scale uniformly. Photos downscaled ~3× look like whole
+    small images (the ≤ 256 px evaluation photos), so a patch sees global structure that
+    native-resolution crops of large photos never show (sky, horizon, a whole object).
     """
 
-    def __init__(self, folder, patch_size: int = 64, vflip: bool = False):
+    def __init__(self, folder, patch_size: int = 64, vflip: bool = False, scales=(1.0,)):
         if patch_size < 1:
             raise ValueError("patch_size must be positive")
+        scales = tuple(float(s) for s in scales)
+        if not scales or any(not 0.0 < s <= 1.0 for s in scales):
+            raise ValueError(f"scales must be in (0, 1], got {scales}")
         self.patch_size = patch_size
         self.vflip = vflip
-        self.files, self.images = [], []
-        for path in list_images(folder):
-            img = load_image(path)
-            if img.shape[1] >= patch_size and img.shape[2] >= patch_size:
-                self.files.append(path)
-                self.images.append(img)
-        if not self.images:
-            raise ValueError(f"no image under {folder} is at least {patch_size}x{patch_size} pixels")
+        self.scales = scales
         p = patch_size
-        counts = [(im.shape[1] - p + 1) * (im.shape[2] - p + 1) for im in self.images]
-        self.weights = torch.tensor(counts, dtype=torch.float64)
+        self.files, self.images = [], []
+        self.levels: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # per scale: images, crop weights
+        originals = [(path, load_image(path)) for path in list_images(folder)]
+        for scale in scales:
+            imgs = [downscale(img, scale) for _, img in originals]
+            keep = [i for i, im in enumerate(imgs) if im.shape[1] >= p and im.shape[2] >= p]
+            if scale == scales[0]:
+                self.files = [originals[i][0] for i in keep]
+                self.images = [imgs[i] for i in keep]
+            if not keep:
+                raise ValueError(f"no image under {folder} is at least {p}x{p} pixels at scale {scale}")
+            counts = [(imgs[i].shape[1] - p + 1) * (imgs[i].shape[2] - p + 1) for i in keep]
+            self.levels.append(([imgs[i] for i in keep], torch.tensor(counts, dtype=torch.float64)))
+        self.weights = self.levels[0][1]
 
     @property
     def num_pixels(self) -> int:
@@ -75,11 +98,16 @@ class PatchDataset:
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A float32 batch [B, 3, p, p] in [-1, 1]."""
         p = self.patch_size
-        idx = torch.multinomial(self.weights, batch_size, replacement=True, generator=generator)
+        if len(self.levels) == 1:  # (one scale: the draws of the single-scale sampler, so old runs resume exactly)
+            level = torch.zeros(batch_size, dtype=torch.long)
+            idx = torch.multinomial(self.weights, batch_size, replacement=True, generator=generator)
+        else:
+            level = torch.randint(len(self.levels), (batch_size,), generator=generator)
+            idx = torch.stack([torch.multinomial(self.levels[int(lv)][1], 1, generator=generator)[0] for lv in level])
         u = torch.rand(batch_size, 4, generator=generator, dtype=torch.float64)
         out = torch.empty(batch_size, 3, p, p, dtype=torch.uint8)
         for b in range(batch_size):
-            img = self.images[int(idx[b])]
+            img = self.levels[int(level[b])][0][int(idx[b])]
             y = int(u[b, 0] * (img.shape[1] - p + 1))
             x = int(u[b, 1] * (img.shape[2] - p + 1))
             crop = img[:, y : y + p, x : x + p]
@@ -91,15 +119,16 @@ class PatchDataset:
         return to_model_range(out)
 
 
-def tile_patches(folder, patch_size: int = 64, max_patches: int | None = None) -> torch.Tensor:
+def tile_patches(folder, patch_size: int = 64, max_patches: int | None = None, scales=(1.0,)) -> torch.Tensor:
     """Deterministic non-overlapping tiles of every image under `folder`, as float32 [-1, 1].
 
     With `max_patches`, an evenly spaced subset of all tiles (same set on every call), so
-    held-out bits/dim are always measured on the same pixels."""
+    held-out bits/dim are always measured on the same pixels. With `scales`, tiles of the
+    downscaled images too (as PatchDataset trains on them)."""
     p = patch_size
     tiles = []
-    for path in list_images(folder):
-        img = load_image(path)
+    for path, scale in ((path, scale) for path in list_images(folder) for scale in scales):
+        img = downscale(load_image(path), float(scale))
         for y in range(0, img.shape[1] - p + 1, p):
             for x in range(0, img.shape[2] - p + 1, p):
                 tiles.append(img[:, y : y + p, x : x + p])

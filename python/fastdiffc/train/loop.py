@@ -38,6 +38,7 @@ class TrainConfig:
     heldout: str | None = None
     run_dir: str = "runs/unet"
     patch_size: int = 64
+    scales: tuple[float, ...] = (1.0,)  # training images are also used downscaled by these factors
     batch_size: int = 16
     lr: float = 3e-4
     warmup_steps: int = 200
@@ -62,6 +63,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["scales"] = list(self.scales)
         return d
 
 
@@ -107,7 +109,7 @@ class Trainer:
                                      weight_decay=cfg.weight_decay)
         self.sampler = LogSNRSampler(cfg.logsnr_min, cfg.logsnr_max)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.data = dataset if dataset is not None else PatchDataset(cfg.data, cfg.patch_size)
+        self.data = dataset if dataset is not None else PatchDataset(cfg.data, cfg.patch_size, scales=cfg.scales)
         self.step = 0
         self.elapsed = 0.0  # training wall time carried across resumes
         self.best_bpd = math.inf
@@ -139,7 +141,8 @@ class Trainer:
     # --- evaluation ------------------------------------------------------------------------
     def heldout_patches(self) -> torch.Tensor | None:
         if self._heldout is None and self.cfg.heldout:
-            self._heldout = tile_patches(self.cfg.heldout, self.cfg.eval_patch_size, self.cfg.eval_patches)
+            self._heldout = tile_patches(self.cfg.heldout, self.cfg.eval_patch_size, self.cfg.eval_patches,
+                                         scales=self.cfg.scales)
         return self._heldout
 
     def evaluate(self, model: torch.nn.Module | None = None) -> dict | None:
