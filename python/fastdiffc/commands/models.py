@@ -12,13 +12,34 @@ def add_parser(sub):
     return p
 
 
+def _composite_fields(m) -> dict:
+    """Parts, switch points and whether the parts still match their recorded hashes."""
+    from ..models.registry import composite_status
+
+    cfg = m.config
+    return {"parts": cfg.get("parts"), "switch_logsnr": cfg.get("switch_logsnr"), "status": composite_status(m)}
+
+
+def _describe(r: dict) -> str:
+    if r["class"] != "composite":
+        return ""
+    parts, switches = r.get("parts"), r.get("switch_logsnr")
+    route = "?"  # a malformed config is reported by the status
+    if isinstance(parts, list) and parts and isinstance(switches, list) and len(switches) == len(parts) - 1:
+        route = " | ".join([str(parts[0])] + [f"λ>={s}: {p}" for s, p in zip(switches, parts[1:])])
+    return f"  [{route}]" + ("" if r["status"] == "ok" else f"  REFUSES TO LOAD: {r['status']}")
+
+
 def run(args) -> int:
     from ..models.registry import content_hash, list_models
 
     rows = []
     for m in list_models():
-        rows.append({"name": m.name, "class": m.cls, "bytes": m.size_bytes,
-                     "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path)})
+        row = {"name": m.name, "class": m.cls, "bytes": m.size_bytes,
+               "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path)}
+        if m.cls == "composite":
+            row.update(_composite_fields(m))
+        rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -27,5 +48,5 @@ def run(args) -> int:
         return 0
     print(f"{'name':16s} {'class':10s} {'size':>10s}  content hash")
     for r in rows:
-        print(f"{r['name']:16s} {r['class']:10s} {r['bytes'] / 1e6:9.2f}M  {r['content_hash']}")
+        print(f"{r['name']:16s} {r['class']:10s} {r['bytes'] / 1e6:9.2f}M  {r['content_hash']}{_describe(r)}")
     return 0

@@ -394,13 +394,24 @@ class GaussianDenoiser(torch.nn.Module):
             raise ValueError(f"{path}: missing {CONFIG_KEY!r} metadata")
         return cls.from_state(tensors, json.loads(meta[CONFIG_KEY]))
 
-    def content_hash(self) -> str:
-        """sha256 of the parameters and config (independent of file layout)."""
+    def tensor_digest(self) -> str:
+        """sha256 (hex) of the parameters and config (independent of file layout)."""
         h = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
         for k, t in sorted(self.state_tensors().items()):
             h.update(k.encode())
             h.update(t.numpy().tobytes())
         return h.hexdigest()
+
+    @property
+    def content_hash(self) -> int:
+        """The 64-bit identity bitstreams record: the registry sets it to the blake2b-64 of the model
+        file; a model built in memory uses the first 64 bits of its `tensor_digest`."""
+        h = self.__dict__.get("_content_hash")
+        return int(self.tensor_digest()[:16], 16) if h is None else h
+
+    @content_hash.setter
+    def content_hash(self, value: int | None) -> None:
+        self.__dict__["_content_hash"] = None if value is None else int(value)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, dc_index={self.dc_index}, table={tuple(self.log_var.shape)}"

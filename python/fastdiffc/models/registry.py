@@ -4,6 +4,16 @@ A weight file is a model when its safetensors metadata key "fastdiffc_config" ho
 JSON with a "class" field; the class picks the loader. The model's name is the file
 stem. Loaded models carry `.name` and `.content_hash` — a 64-bit integer, blake2b-64 of
 the file's bytes, which bitstreams record so a decoder can refuse a different model.
+
+A "composite" model file (models/composite.py) holds no weights, only its config:
+
+    {"class": "composite", "version": 1, "parts": ["gaussian", "unet"],
+     "part_hashes": ["<16 hex>", "<16 hex>"], "switch_logsnr": [0.5]}
+
+Its parts are loaded by name from the composite's own folder and must still have the
+recorded content hashes; otherwise loading refuses (ModelNotFoundError for a missing part,
+ModelMismatchError for a changed one), so a bitstream recording the composite's hash — which
+covers the part hashes — is never decoded with different parts. `save_composite` writes one.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelMismatchError, ModelNotFoundError
 
 CONFIG_KEY = "fastdiffc_config"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -31,7 +41,12 @@ def _load_gaussian(path):
     return GaussianDenoiser.load(path)
 
 
-LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian}
+def _load_composite(path):
+    return load_composite(path)
+
+
+LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian, "composite": _load_composite}
+COMPOSITE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,108 @@ def load_model(name: str, weights_dir=None):
     model.name = info.name
     model.content_hash = content_hash(info.path)
     return model
+
+
+# ----------------------------------------------------------------------------- composite models
+
+def _hash_hex(h: int) -> str:
+    return f"{h:016x}"
+
+
+def composite_config(config: dict) -> tuple[list[str], list[int], tuple[float, ...]]:
+    """(parts, part hashes, switch log-SNRs) of a composite model config; ValueError if malformed."""
+    from .composite import check_switches
+
+    if config.get("class") != "composite":
+        raise ValueError(f"not a composite model config: class={config.get('class')!r}")
+    if config.get("version") != COMPOSITE_VERSION:
+        raise ValueError(f"unsupported composite model version {config.get('version')!r}")
+    parts, hashes = config.get("parts"), config.get("part_hashes")
+    if not isinstance(parts, list) or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"composite 'parts' must be a list of model names, got {parts!r}")
+    if (not isinstance(hashes, list) or len(hashes) != len(parts)
+            or not all(isinstance(h, str) and len(h) == 16 and all(c in "0123456789abcdef" for c in h)
+                       for h in hashes)):
+        raise ValueError(f"composite 'part_hashes' must be one 16-hex-digit hash per part, got {hashes!r}")
+    switches = config.get("switch_logsnr")
+    if not isinstance(switches, list):
+        raise ValueError(f"composite 'switch_logsnr' must be a list, got {switches!r}")
+    return parts, [int(h, 16) for h in hashes], check_switches(switches, len(parts))
+
+
+def _part_info(name: str, folder: Path, models: dict, composite: str) -> ModelInfo:
+    info = models.get(name)
+    if info is None:
+        raise ModelNotFoundError(f"composite model {composite!r} needs part {name!r}, which is not in {folder} "
+                                 f"(available: {', '.join(sorted(models)) or 'none'})")
+    if info.cls == "composite":
+        raise ValueError(f"composite model {composite!r}: part {name!r} is itself a composite (not supported)")
+    return info
+
+
+def composite_status(info: ModelInfo) -> str:
+    """'ok', or why loading the composite `info` would refuse (for listings; never raises)."""
+    try:
+        parts, hashes, _ = composite_config(info.config)
+        models = {m.name: m for m in list_models(info.path.parent)}
+        for name, want in zip(parts, hashes):
+            got = content_hash(_part_info(name, info.path.parent, models, info.name).path)
+            if got != want:
+                return f"part {name!r} changed ({_hash_hex(got)} != recorded {_hash_hex(want)})"
+    except (ValueError, ModelNotFoundError) as e:
+        return str(e)
+    return "ok"
+
+
+def load_composite(path):
+    """Load a composite model file: its parts from the same folder, each checked against its recorded hash."""
+    from .composite import CompositeDenoiser
+
+    path = Path(path)
+    cfg = _read_metadata(path)
+    if cfg is None:
+        raise ValueError(f"{path}: not a fastdiffc model file")
+    parts, hashes, switches = composite_config(cfg)
+    folder = path.parent
+    models = {m.name: m for m in list_models(folder)}
+    loaded = []
+    for name, want in zip(parts, hashes):
+        info = _part_info(name, folder, models, path.stem)
+        got = content_hash(info.path)
+        if got != want:
+            raise ModelMismatchError(
+                f"composite model {path.stem!r} was built with part {name!r} of hash {_hash_hex(want)}, but "
+                f"{info.path.name} now has hash {_hash_hex(got)}; re-save the composite "
+                f"(fastdiffc.models.registry.save_composite, or scripts/make_hybrid.py for 'hybrid')")
+        loaded.append(load_model(name, folder))
+    return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path))
+
+
+def save_composite(path, parts, switch_logsnr, weights_dir=None) -> int:
+    """Write a composite model file: parts[i] (model names) for switch[i-1] <= λ < switch[i].
+
+    The parts are looked up (and their content hashes recorded) in `weights_dir`, by default the
+    folder `path` is written to — loading looks for them next to the composite file. Returns the
+    composite's own content hash.
+    """
+    from safetensors.torch import save_file
+
+    from .composite import check_switches
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a model file must end in .safetensors, got {path.name}")
+    parts = [str(p) for p in parts]
+    switches = check_switches(switch_logsnr, len(parts))
+    folder = Path(weights_dir) if weights_dir is not None else path.parent
+    models = {m.name: m for m in list_models(folder)}
+    if path.stem in parts:
+        raise ValueError(f"composite {path.stem!r} cannot be one of its own parts")
+    hashes = [_hash_hex(content_hash(_part_info(p, folder, models, path.stem).path)) for p in parts]
+    config = {"class": "composite", "version": COMPOSITE_VERSION, "parts": parts, "part_hashes": hashes,
+              "switch_logsnr": list(switches)}
+    save_file({}, str(path), metadata={CONFIG_KEY: json.dumps(config, sort_keys=True)})
+    return content_hash(path)
 
 
 DEFAULTS_FILE = WEIGHTS_DIR / "defaults.json"
