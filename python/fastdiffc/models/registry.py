@@ -174,7 +174,7 @@ def load_composite(path):
                 f"{info.path.name} now has hash {_hash_hex(got)}; re-save the composite "
                 f"(fastdiffc.models.registry.save_composite, or scripts/make_hybrid.py for 'hybrid')")
         loaded.append(load_model(name, folder))
-    return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path))
+    return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path)).eval()
 
 
 def save_composite(path, parts, switch_logsnr, weights_dir=None) -> int:

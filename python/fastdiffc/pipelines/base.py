@@ -25,9 +25,9 @@ class Codec(ABC):
 def model_identity(model) -> tuple[str, int]:
     """(name, 64-bit content hash) of a model, as written into and checked against .fdc headers.
 
-    The registry sets `.name` and `.content_hash` (an int). A `content_hash` that is a hex
-    string or a method returning one (the Gaussian model's own sha256) is reduced to its
-    first 64 bits, so a model built in memory can be used too.
+    The registry sets `.name` and `.content_hash` (an int; a Gaussian model built in memory
+    derives it from its parameters). A `content_hash` that is a hex string or a method
+    returning one is reduced to its first 64 bits, so other in-memory models can be used too.
     """
     name = getattr(model, "name", None) or type(model).__name__
     h = getattr(model, "content_hash", None)
