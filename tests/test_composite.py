@@ -7,7 +7,7 @@ import pytest
 import torch
 from fastdiffc.cli import main
 from fastdiffc.errors import ModelMismatchError, ModelNotFoundError
-from fastdiffc.experiments.model_kl import choose_switch, measure
+from fastdiffc.experiments.model_kl import choose_switch, format_table, measure
 from fastdiffc.models import registry
 from fastdiffc.models.composite import CompositeDenoiser
 from fastdiffc.models.gaussian import GaussianDenoiser
@@ -256,6 +256,9 @@ def test_cli_model_kl_writes_composite(weights, monkeypatch, capsys, tmp_path):
     comp = load_model("hy", weights)
     assert comp.switch_logsnr == (r["switch"]["switch_logsnr"],)
     assert r["composite"]["content_hash"] == f"{comp.content_hash:016x}"
+    table = format_table(r)
+    assert len([ln for ln in table.splitlines() if ln[:4].strip().isdigit()]) == 4
+    assert f"recommended switch: gauss for λ < {r['switch']['switch_logsnr']:g}" in table
     assert main(["experiments", "model-kl", "--models", "gauss,tiny,tiny2", "--images", str(folder),
                  "--write-composite", str(out)]) == 1
     assert "exactly two models" in capsys.readouterr().err

@@ -147,11 +147,12 @@ def format_table(result: dict) -> str:
     head = f"{'step':>4} {'λ_from':>7} | " + " ".join(f"{n:>{w}}" for n in names) + " | " + " ".join(
         f"{'cum ' + n:>{w + 4}}" for n in names)
     if sw is not None:
-        head += f" | {'composite':>10} {'cum':>8}"
+        head += f" | {'composite':>10} {'cum':>8} {'saving':>7}"
     lines = [f"DiffC per-step Σ KL in bits per pixel, mean over {len(result['per_image'][names[0]])} images "
              f"(max side {result['max_size']}), grid {result['settings']['schedule']} "
              f"λ {result['settings']['logsnr_min']:g}..{result['settings']['logsnr_max']:g} in "
-             f"{result['settings']['grid_steps']} steps; a step's rate depends on the model at its λ_from",
+             f"{result['settings']['grid_steps']} steps; a step's rate depends on the model at its λ_from"
+             + ("; saving: cum composite vs the better single model's cum" if sw is not None else ""),
              head, "-" * len(head)]
     cum = dict.fromkeys(names, 0.0)
     cum_c = 0.0
@@ -163,7 +164,8 @@ def format_table(result: dict) -> str:
         if sw is not None:
             part = sw["low"] if k < sw["index"] else sw["high"]
             cum_c += result["mean"][part][k]
-            row += f" | {part:>10} {cum_c:>8.4f}"
+            best = min(cum.values())  # the composite's rate vs the better single model over the same steps
+            row += f" | {part:>10} {cum_c:>8.4f} {100.0 * (1.0 - cum_c / best) if best > 0 else 0.0:>6.1f}%"
         lines.append(row)
     lines.append("total bpp: " + ", ".join(f"{n} {result['total_bpp'][n]:.4f}" for n in names))
     if sw is not None:
