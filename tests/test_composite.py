@@ -95,6 +95,33 @@ def test_bad_construction_and_inputs(parts):
         comp(torch.zeros(2, 3, 4, 4), torch.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         comp(torch.zeros(2, 3, 4, 4), torch.tensor([0.0, float("nan")]))
+    assert comp(torch.zeros(0, 3, 4, 4), 1.0).shape == (0, 3, 4, 4)  # an empty batch is not an error
+
+
+def test_mixed_batch_parts_get_the_routed_logsnr(parts):
+    seen = []
+
+    def spy(i):
+        def part(z, lam, cond=None):
+            seen.append((i, lam))
+            return parts[i](z, lam, cond)
+        return part
+
+    comp = CompositeDenoiser([spy(0), spy(1)], [0.0])
+    comp(torch.randn(3, 3, 4, 4), [-1.0, 0.5, -0.25])  # a list λ: one value per element, routed as given
+    (i0, lam0), (i1, lam1) = seen
+    assert (i0, i1) == (0, 1)
+    assert lam0.tolist() == [-1.0, -0.25] and lam1.tolist() == [0.5]
+
+
+def test_shipped_composites_load():
+    # The shipped composites record their parts' hashes: replacing a part's weights without
+    # re-saving the composite (scripts/make_hybrid.py) must fail here, not in users' hands.
+    shipped = [m for m in list_models() if m.cls == "composite"]
+    assert shipped, "no composite model is shipped"
+    for info in shipped:
+        assert registry.composite_status(info) == "ok", info.name
+        assert isinstance(load_model(info.name), CompositeDenoiser)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -134,6 +161,13 @@ def test_refuses_missing_or_changed_part(weights):
         load_model("hy", weights)
     with pytest.raises(ModelNotFoundError, match="needs part 'tiny'"):
         save_composite(weights / "hy2.safetensors", ["gauss", "tiny"], [0.5])
+
+
+def test_save_composite_checks_expected_part_hashes(weights):
+    want = [content_hash(weights / f"{p}.safetensors") for p in ("gauss", "tiny")]
+    save_composite(weights / "hy.safetensors", ["gauss", "tiny"], [0.5], expect_hashes=want)
+    with pytest.raises(ModelMismatchError, match="part 'tiny' .* not the expected"):
+        save_composite(weights / "hy.safetensors", ["gauss", "tiny"], [0.5], expect_hashes=[want[0], want[1] ^ 1])
 
 
 def test_bad_composite_files(weights):
@@ -262,3 +296,32 @@ def test_cli_model_kl_writes_composite(weights, monkeypatch, capsys, tmp_path):
     assert main(["experiments", "model-kl", "--models", "gauss,tiny,tiny2", "--images", str(folder),
                  "--write-composite", str(out)]) == 1
     assert "exactly two models" in capsys.readouterr().err
+    # Refused before any measurement: a part as the output, overwriting a non-composite model,
+    # tuning on the development evaluation photos.
+    for target, extra, message in [(weights / "tiny.safetensors", [], "its own parts"),
+                                   (weights / "tiny2.safetensors", [], "refusing to overwrite"),
+                                   (out, ["--dev-images"], "held-out photos")]:
+        src = extra or ["--images", str(folder)]
+        assert main(["experiments", "model-kl", "--models", "gauss,tiny", *src, "--write-composite",
+                     str(target)]) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_cli_model_kl_measures_the_parts_it_records(weights, monkeypatch, capsys, tmp_path):
+    # The shipped folder and the composite's folder hold different 'tiny' models: the switch
+    # must be measured on (and record) the files next to the composite.
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("gauss", "tiny"):
+        (other / f"{name}.safetensors").write_bytes((weights / f"{name}.safetensors").read_bytes())
+    _save_tiny_unet(other / "tiny.safetensors", 5)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(_image(16, 12, 0)).save(folder / "im0.png")
+    assert main(["experiments", "model-kl", "--models", "gauss,tiny", "--images", str(folder), "--grid-steps", "4",
+                 "--max-size", "12", "--json", "--write-composite", str(other / "hy.safetensors")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model_hashes"]["tiny"] == f"{content_hash(other / 'tiny.safetensors'):016x}"
+    assert r["model_hashes"]["tiny"] != f"{content_hash(weights / 'tiny.safetensors'):016x}"
+    assert load_model("hy", other).parts[1].content_hash == content_hash(other / "tiny.safetensors")

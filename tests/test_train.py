@@ -180,6 +180,20 @@ def test_resume_is_exact(tmp_path, rng):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_resume_with_other_heldout_measurement_resets_best(tmp_path, rng):
+    tr = _trainer(tmp_path, rng)
+    tr.best_bpd = 1.5
+    ckpt = tmp_path / "ckpt.safetensors"
+    tr.save_checkpoint(ckpt)
+    same = _trainer(tmp_path, rng)
+    same.load_checkpoint(ckpt)
+    assert same.best_bpd == 1.5
+    # Held-out tiles now include downscaled images: the old best is not comparable.
+    other = _trainer(tmp_path, rng, scales=(1.0, 0.5))
+    other.load_checkpoint(ckpt)
+    assert other.best_bpd == float("inf") and other.step == tr.step
+
+
 def test_checkpoint_rejects_other_model(tmp_path, rng):
     tr = _trainer(tmp_path, rng)
     ckpt = tmp_path / "ckpt.safetensors"

@@ -85,11 +85,18 @@ def run_model_kl(args):
         out = Path(args.write_composite)
         if out.suffix != ".safetensors":
             raise ValueError(f"--write-composite must name a .safetensors file, got {out.name}")
-        there = {m.name for m in list_models(out.parent)} if out.parent.is_dir() else set()
+        if args.dev_images:
+            raise ValueError("--write-composite: choose the switch on held-out photos (IMAGES_DIR), not on the "
+                             "development evaluation photos the results are reported on")
+        if out.stem in models:
+            raise ValueError(f"--write-composite: composite {out.stem!r} cannot be one of its own parts")
+        there = {m.name: m for m in list_models(out.parent)} if out.parent.is_dir() else {}
         missing = [n for n in models if n not in there]
         if missing:
             raise ValueError(f"--write-composite: the parts must sit in the composite's folder {out.parent}; "
                              f"missing {', '.join(missing)}")
+        if out.stem in there and there[out.stem].cls != "composite":
+            raise ValueError(f"--write-composite: {out} is a {there[out.stem].cls} model; refusing to overwrite it")
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
     if args.threads < 1:
@@ -101,14 +108,18 @@ def run_model_kl(args):
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_dev_images(tmp) if args.dev_images else list_images(args.images)
         paths = sorted(paths)[: args.limit]
+        # Measure the very files the composite will record (its parts sit next to it).
         result = model_kl.run(models, paths, max_size=args.max_size, settings=settings, backend=args.backend,
-                              progress=not args.json)
+                              progress=not args.json,
+                              weights_dir=Path(args.write_composite).parent if args.write_composite else None)
     if args.dev_images:
         result["images"] = [f"dev:{Path(p).stem}" for p in paths]
     if args.write_composite:
         from ..models.registry import save_composite
 
-        h = save_composite(args.write_composite, models, [result["switch"]["switch_logsnr"]])
+        # A part replaced during the measurement would ship a switch tuned for another model.
+        measured = [int(result["model_hashes"][n], 16) for n in models]
+        h = save_composite(args.write_composite, models, [result["switch"]["switch_logsnr"]], expect_hashes=measured)
         result["composite"] = {"path": str(args.write_composite), "content_hash": f"{h:016x}"}
     if args.json:
         print(json.dumps(result, indent=2))

@@ -30,9 +30,10 @@ from PIL import Image
 
 from .codecs import DEFAULT_RATES, ClassicalCodec, format_setting
 
-# Step counts decoded from a progressive stream when none are given: dense where each
-# step adds many bits (the first ones), sparse later.
-DEFAULT_STEP_GRID: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# Step counts decoded from a progressive stream when none are given: every step up to 32
+# (a default DiffC stream has at most 32, and a coarse grid turns the concave RD curve
+# into chords that understate it), then geometric for long custom grids.
+DEFAULT_STEP_GRID: tuple[int, ...] = (*range(1, 33), 40, 48, 64, 96, 128, 192, 256, 384, 512)
 # Rate of the single encode of a progressive pipeline when no step list is given.
 DEFAULT_PROGRESSIVE_BPP = 1.0
 # Pipelines whose bitstream decodes from any prefix of whole steps (DESIGN §4).

@@ -111,15 +111,17 @@ def measure(models: dict, images: Sequence[tuple[str, torch.Tensor]], settings: 
 
 
 def run(models: Sequence[str], image_paths: Sequence[Path], *, max_size: int | None = DEFAULT_MAX_SIZE,
-        settings: diffc.DiffCSettings | None = None, backend: str = "auto", progress: bool = False) -> dict:
-    """Load the registry models and images, measure, and (for two models) choose the switch."""
+        settings: diffc.DiffCSettings | None = None, backend: str = "auto", progress: bool = False,
+        weights_dir: Path | None = None) -> dict:
+    """Load the models (from `weights_dir`, default the shipped ones) and images, measure, and
+    (for two models) choose the switch."""
     from ..models.registry import load_model
     from ..pipelines.base import model_identity
 
     settings = settings or diffc.DiffCSettings()
     if len(set(models)) != len(models):
         raise ValueError(f"model names repeat: {list(models)}")
-    loaded = {name: load_model(name) for name in models}
+    loaded = {name: load_model(name, weights_dir) for name in models}
     images = load_images(image_paths, max_size)
     result = measure(loaded, images, settings, backend=backend, progress=progress)
     result.update(models=list(models), model_hashes={n: f"{model_identity(m)[1]:016x}" for n, m in loaded.items()},

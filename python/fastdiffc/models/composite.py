@@ -66,6 +66,10 @@ class CompositeDenoiser(torch.nn.Module):
 
     def part_index(self, logsnr, batch: int) -> torch.Tensor:
         """Index of the part each of `batch` elements uses ([batch] int64)."""
+        return self._route(logsnr, batch)[0]
+
+    def _route(self, logsnr, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(part index per element, λ per element as compared) — one λ tensor for both jobs."""
         lam = logsnr if isinstance(logsnr, torch.Tensor) else torch.tensor(logsnr, dtype=torch.float64)
         if not lam.is_floating_point():
             lam = lam.to(torch.float64)
@@ -78,18 +82,18 @@ class CompositeDenoiser(torch.nn.Module):
             raise ValueError("logsnr contains NaN")
         bounds = torch.tensor(self.switch_logsnr, dtype=lam.dtype, device=lam.device)
         # right=True: index i with bounds[i-1] <= λ < bounds[i].
-        return torch.bucketize(lam, bounds, right=True)
+        return torch.bucketize(lam, bounds, right=True), lam
 
     def forward(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.ndim < 1:
             raise ValueError("expected a batched tensor z")
         n = z.shape[0]
-        which = self.part_index(logsnr, n)
+        which, lam = self._route(logsnr, n)
         used = torch.unique(which).tolist()
-        if len(used) == 1:  # the common case (DiffC steps use one λ): no copies at all
-            return self.parts[used[0]](z, logsnr, cond)
-        lam = torch.as_tensor(logsnr, device=z.device)
-        lam = lam.reshape(-1).expand(n) if lam.numel() == 1 else lam.reshape(-1)
+        if len(used) <= 1:  # the common case (DiffC steps use one λ; or an empty batch): no copies at all
+            return self.parts[used[0] if used else 0](z, logsnr, cond)
+        # Each part gets the very λ values it was routed by, one per element of its sub-batch.
+        lam = lam.to(z.device)
         results = []
         for i in used:
             idx = torch.nonzero(which == i).reshape(-1).to(z.device)

@@ -148,7 +148,7 @@ def composite_status(info: ModelInfo) -> str:
             got = content_hash(_part_info(name, info.path.parent, models, info.name).path)
             if got != want:
                 return f"part {name!r} changed ({_hash_hex(got)} != recorded {_hash_hex(want)})"
-    except (ValueError, ModelNotFoundError) as e:
+    except (ValueError, OSError, ModelNotFoundError) as e:
         return str(e)
     return "ok"
 
@@ -177,12 +177,13 @@ def load_composite(path):
     return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path)).eval()
 
 
-def save_composite(path, parts, switch_logsnr, weights_dir=None) -> int:
+def save_composite(path, parts, switch_logsnr, weights_dir=None, expect_hashes=None) -> int:
     """Write a composite model file: parts[i] (model names) for switch[i-1] <= λ < switch[i].
 
     The parts are looked up (and their content hashes recorded) in `weights_dir`, by default the
-    folder `path` is written to — loading looks for them next to the composite file. Returns the
-    composite's own content hash.
+    folder `path` is written to — loading looks for them next to the composite file.
+    `expect_hashes` (one int per part, e.g. of the models a switch was measured with) refuses to
+    record parts that differ from them (ModelMismatchError). Returns the composite's own content hash.
     """
     from safetensors.torch import save_file
 
@@ -197,7 +198,13 @@ def save_composite(path, parts, switch_logsnr, weights_dir=None) -> int:
     models = {m.name: m for m in list_models(folder)}
     if path.stem in parts:
         raise ValueError(f"composite {path.stem!r} cannot be one of its own parts")
-    hashes = [_hash_hex(content_hash(_part_info(p, folder, models, path.stem).path)) for p in parts]
+    found = [content_hash(_part_info(p, folder, models, path.stem).path) for p in parts]
+    if expect_hashes is not None:
+        for name, got, want in zip(parts, found, expect_hashes, strict=True):
+            if got != int(want):
+                raise ModelMismatchError(f"part {name!r} in {folder} has hash {_hash_hex(got)}, "
+                                         f"not the expected {_hash_hex(int(want))}")
+    hashes = [_hash_hex(h) for h in found]
     config = {"class": "composite", "version": COMPOSITE_VERSION, "parts": parts, "part_hashes": hashes,
               "switch_logsnr": list(switches)}
     save_file({}, str(path), metadata={CONFIG_KEY: json.dumps(config, sort_keys=True)})

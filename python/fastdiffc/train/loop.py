@@ -30,6 +30,8 @@ from .data import PatchDataset, tile_patches
 from .elbo import LN2, LogSNRSampler, elbo_bits_per_dim
 
 CKPT_META_KEY = "fastdiffc_checkpoint"
+# TrainConfig fields that define the held-out measurement (what best_bpd is comparable across).
+HELDOUT_KEYS = ("heldout", "scales", "eval_patches", "eval_patch_size", "eval_logsnr", "logsnr_min", "logsnr_max")
 
 
 @dataclass
@@ -205,6 +207,11 @@ class Trainer:
         self.step = int(meta["step"])
         self.elapsed = float(meta["elapsed"])
         self.best_bpd = meta["best_bpd"] if meta["best_bpd"] is not None else math.inf
+        # The best held-out bits/dim is only comparable on the same held-out tiles and λ range:
+        # resumed with other ones, the old best would block every new best_ema export.
+        old = meta.get("train", {})
+        if any(old.get(k) != v for k, v in self.cfg.to_dict().items() if k in HELDOUT_KEYS):
+            self.best_bpd = math.inf
 
     def init_weights(self, path) -> None:
         """Warm start from a weight file (model and EMA; fresh optimiser)."""
