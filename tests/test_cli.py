@@ -36,6 +36,11 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     png = tmp_path / "out.png"
     assert main(["decompress", str(compressed), "-o", str(png), "--method", "denoise", "--quiet"]) == 0
     assert Image.open(png).size == (48, 32)
+    paper = tmp_path / "paper.png"  # --flow-offset 0: the paper's flow decoder, a different image
+    assert main(["decompress", str(compressed), "-o", str(png), "--quiet"]) == 0
+    assert main(["decompress", str(compressed), "-o", str(paper), "--flow-offset", "0", "--quiet"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(paper)))
+    _one_line_error(["decompress", str(compressed), "-o", str(paper), "--flow-offset", "-1"], capsys, "offset")
     capsys.readouterr()
     assert main(["info", str(compressed), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

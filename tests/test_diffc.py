@@ -18,7 +18,7 @@ import pytest
 import torch
 from fastdiffc import container
 from fastdiffc.errors import FormatError, ModelMismatchError, UnknownPipelineError
-from fastdiffc.image_io import psnr
+from fastdiffc.image_io import psnr, tensor_to_pil
 from fastdiffc.pipelines import load_codec
 from fastdiffc.pipelines.diffc import DiffCCodec, DiffCSettings
 from PIL import Image
@@ -90,6 +90,33 @@ def test_round_trip_final_latent_bit_exact(photo_encoding):
     assert img.size == (48, 32) and img.mode == "RGB"
     # The communicated latent carries the photo: the reconstruction beats decoding nothing (step 0).
     assert psnr(img, photo_crop()) > psnr(codec.decompress(data, max_steps=0), photo_crop()) + 2
+
+
+def test_flow_logsnr_offset_starts_the_ode_lower(photo_encoding):
+    from fastdiffc.pipelines.diffc import flow_start, reconstruct
+
+    codec, data, _ = photo_encoding
+    z, lam, _, settings, model = codec.decode_latent(data, max_steps=6)
+    assert codec.flow_logsnr_offset == 0.25  # the shipped default
+    ref = reconstruct(model, z, lam - 0.25, settings, method="flow", recon_steps=6, solver="dpm++2m")
+    got = reconstruct(model, z, lam, settings, method="flow", recon_steps=6, solver="dpm++2m",
+                      flow_logsnr_offset=0.25)
+    assert torch.equal(got, ref)
+    assert np.array_equal(np.asarray(codec.decompress(data, max_steps=6)), np.asarray(tensor_to_pil(ref)))
+    plain = DiffCCodec(gaussian_model(), recon_steps=6, flow_logsnr_offset=0.0)
+    assert not np.array_equal(np.asarray(plain.decompress(data, max_steps=6)),
+                              np.asarray(codec.decompress(data, max_steps=6)))
+    # The denoiser mean takes no offset; progressive decoding applies the same one as decompress.
+    assert np.array_equal(np.asarray(plain.decompress(data, method="denoise")),
+                          np.asarray(codec.decompress(data, method="denoise")))
+    assert np.array_equal(np.asarray(codec.decompress_progressive(data, [6])[6]),
+                          np.asarray(codec.decompress(data, max_steps=6)))
+    # Kept inside the schedule: clamped at λ_min, nothing to integrate at the clean end.
+    assert flow_start(settings, settings.logsnr_min + 0.1, 0.25) == settings.logsnr_min
+    assert flow_start(settings, settings.logsnr_max, 0.25) == settings.logsnr_max
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="offset"):
+            DiffCCodec(gaussian_model(), flow_logsnr_offset=bad)
 
 
 def test_every_intermediate_latent_matches():

@@ -13,6 +13,8 @@ def add_parser(sub):
     p.add_argument("--max-steps", type=int, default=None, help="decode only the first K steps (progressive)")
     p.add_argument("--model", default=None, help="model to use (default: the one named in the file)")
     p.add_argument("--recon-steps", type=int, default=20, help="sampler steps for flow/ancestral (default 20)")
+    p.add_argument("--flow-offset", type=float, default=None, metavar="DELTA",
+                   help="start the flow ODE at log-SNR λ_K − DELTA (DiffC; default 0.25, 0 = the paper's decoder)")
     p.add_argument("--allow-truncated", action="store_true",
                    help="decode the complete steps of a truncated file instead of refusing it")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -27,7 +29,8 @@ def run(args):
     with open(args.input, "rb") as f:
         data = f.read()
     header, _ = read_header(data)
-    codec = load_codec(header.pipeline, args.model, recon_steps=args.recon_steps, progress=not args.quiet)
+    options = {} if args.flow_offset is None else {"flow_logsnr_offset": args.flow_offset}
+    codec = load_codec(header.pipeline, args.model, recon_steps=args.recon_steps, progress=not args.quiet, **options)
     try:
         image = codec.decompress(data, method=args.method, max_steps=args.max_steps,
                                  allow_truncated=args.allow_truncated)
