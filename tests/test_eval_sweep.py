@@ -145,7 +145,7 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     image = images.load_image(image_dir / "a.png")
     trials = list(adapter.run(image, "a.png", set(), tmp_path / "streams"))
     assert fake.compress_calls == 1 and set(fake.decode_methods) == {"flow"}
-    assert [t.setting for t in trials] == [f"steps={k}" for k in (1, 2, 3, 4, 6, 8)]
+    assert [t.setting for t in trials] == [f"steps={k}" for k in range(1, 9)]  # every step of the stream
     full = (tmp_path / "streams" / "a.diffc-flow.bpp1.fdc").read_bytes()
     for t in trials:
         assert t.nbytes == len(truncate_bitplanes(full, int(t.setting.split("=")[1])))
@@ -153,7 +153,7 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     assert psnrs == sorted(psnrs) and psnrs[-1] == float("inf")  # 8 bit planes are lossless
     # A resumed run reuses the cached stream and only decodes what is missing.
     again = list(adapter.run(image, "a.png", {"steps=1", "steps=2"}, tmp_path / "streams"))
-    assert fake.compress_calls == 1 and [t.setting for t in again] == [f"steps={k}" for k in (3, 4, 6, 8)]
+    assert fake.compress_calls == 1 and [t.setting for t in again] == [f"steps={k}" for k in range(3, 9)]
     assert not adapter.pending("a.png", {t.setting for t in trials}, tmp_path / "streams")
 
 
