@@ -321,10 +321,10 @@ def settings_with(settings: DiffCSettings, **changes) -> DiffCSettings:
 # ------------------------------------------------------------------------------ the codec (images, files, models)
 
 DEFAULT_BPP = 0.25
-# Flow decoding starts at λ_K − 0.25. On the 7 held-out photos (≤ 256 px, hybrid model), over no
-# offset at steps 10 / 12 / 14 / 16 / 18: δ = 0.2 +0.29 / +0.39 / +0.53 / +0.45 / +0.39 dB,
-# δ = 0.3 +0.22 / +0.37 / +0.54 / +0.44 / +0.39 dB, δ = 0.1 and 0.4 less. The denoiser mean
-# gets worse with any offset (dev photos), so it keeps none.
+# Flow decoding starts at λ_K − 0.25. On the 7 held-out photos (≤ 256 px, the shipped hybrid
+# model), over no offset at steps 10 / 13 / 16 / 18: δ = 0.25 +0.37 / +0.59 / +0.52 / +0.45 dB,
+# δ = 0.15 +0.36 / +0.58 / +0.47 / +0.40, δ = 0.35 +0.21 / +0.41 / +0.43 / +0.40 (the previous
+# UNet peaked at 0.2–0.3 too). The denoiser mean gets worse with any offset, so it keeps none.
 DEFAULT_FLOW_LOGSNR_OFFSET = 0.25
 
 
