@@ -2,33 +2,30 @@
 
     python scripts/compare_figure.py --image PHOTO|--dev NAME --bpp 0.25 -o docs/results/dev256/compare.png
 
-The DiffC file is encoded once at the target rate; JPEG takes the quality whose size is
-closest to the DiffC file's. Each panel is labelled with its bpp and PSNR.
+The DiffC file is encoded once at the target rate; JPEG (the report's configuration,
+fastdiffc.eval.codecs) takes the quality whose size is closest to the DiffC file's. Each
+panel is labelled with its bpp and PSNR.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import tempfile
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 
 def _jpeg_at(image: Image.Image, nbytes: int) -> tuple[Image.Image, int]:
-    best = None
-    for q in range(2, 96):
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=q)
-        if best is None or abs(buf.tell() - nbytes) < abs(best[1] - nbytes):
-            best = (buf.getvalue(), buf.tell())
-    return Image.open(io.BytesIO(best[0])).convert("RGB"), best[1]
+    """The report's JPEG at the quality whose file size is closest to `nbytes`: (decoded, size)."""
+    from fastdiffc.eval.codecs import get_codec
+
+    jpeg = get_codec("jpeg")
+    data = min((jpeg.encode(image, q) for q in range(1, 96)), key=lambda d: abs(len(d) - nbytes))
+    return jpeg.decode(data), len(data)
 
 
 def main(argv=None) -> int:
     import fastdiffc
-    from fastdiffc.eval.images import load_dev_image, load_image
+    from fastdiffc.eval.images import downscale, load_dev_image, load_image
     from fastdiffc.image_io import psnr
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,10 +40,7 @@ def main(argv=None) -> int:
     if args.image:
         image = load_image(args.image, max_size=args.max_size)
     else:  # downscaled exactly as `fastdiffc eval --dev-images --max-size` does
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{args.dev}.png"
-            load_dev_image(args.dev).save(path)
-            image = load_image(path, max_size=args.max_size)
+        image = downscale(load_dev_image(args.dev), args.max_size)
     w, h = image.size
     codec = fastdiffc.load_codec("diffc")
     data = codec.compress(image, bpp=args.bpp)

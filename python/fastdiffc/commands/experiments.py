@@ -77,12 +77,14 @@ def run_model_kl(args):
     models = [n.strip() for n in args.models.split(",") if n.strip()]
     if not models:
         raise ValueError("--models needs at least one model name")
+    weights_dir = None  # the shipped models, unless a composite is written: then its neighbours
     if args.write_composite:  # fail before the long measurement, not after
         from ..models.registry import list_models
 
         if len(models) != 2:
             raise ValueError("--write-composite needs exactly two models (low-λ first)")
         out = Path(args.write_composite)
+        weights_dir = out.parent
         if out.suffix != ".safetensors":
             raise ValueError(f"--write-composite must name a .safetensors file, got {out.name}")
         if args.dev_images:
@@ -110,8 +112,7 @@ def run_model_kl(args):
         paths = sorted(paths)[: args.limit]
         # Measure the very files the composite will record (its parts sit next to it).
         result = model_kl.run(models, paths, max_size=args.max_size, settings=settings, backend=args.backend,
-                              progress=not args.json,
-                              weights_dir=Path(args.write_composite).parent if args.write_composite else None)
+                              progress=not args.json, weights_dir=weights_dir)
     if args.dev_images:
         result["images"] = [f"dev:{Path(p).stem}" for p in paths]
     if args.write_composite:

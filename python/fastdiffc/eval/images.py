@@ -106,12 +106,16 @@ def load_image(path: str | Path, *, max_size: int | None = None) -> Image.Image:
             image = Image.alpha_composite(flat, rgba).convert("RGB")
         else:
             image = im.convert("RGB")
-    if max_size is not None:
-        if max_size < 8:
-            raise ValueError(f"--max-size must be at least 8 pixels, got {max_size}")
-        w, h = image.size
-        scale = max_size / max(w, h)
-        if scale < 1:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = image.resize(size, Image.Resampling.LANCZOS)
+    return image if max_size is None else downscale(image, max_size)
+
+
+def downscale(image: Image.Image, max_size: int) -> Image.Image:
+    """`image` downscaled (Lanczos) so its longer side is at most `max_size`; smaller ones as they are."""
+    if max_size < 8:
+        raise ValueError(f"--max-size must be at least 8 pixels, got {max_size}")
+    w, h = image.size
+    scale = max_size / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
     return image

@@ -271,11 +271,17 @@ def reconstruction_grid(settings: DiffCSettings, logsnr: float, steps: int) -> l
     return lams
 
 
+def check_flow_offset(offset: float) -> float:
+    offset = float(offset)
+    if not (math.isfinite(offset) and offset >= 0):
+        raise ValueError(f"the flow log-SNR offset must be a finite number >= 0, got {offset}")
+    return offset
+
+
 def flow_start(settings: DiffCSettings, logsnr: float, offset: float) -> float:
     """Where the flow ODE starts for a z communicated at λ_K = `logsnr`: λ_K − offset, kept
     inside the schedule; the clean end (λ_K >= logsnr_max, nothing left to integrate) is kept."""
-    if not (math.isfinite(offset) and offset >= 0):
-        raise ValueError(f"the flow log-SNR offset must be a finite number >= 0, got {offset}")
+    offset = check_flow_offset(offset)
     if offset == 0 or logsnr >= settings.logsnr_max:
         return logsnr
     return max(logsnr - offset, float(settings.logsnr_min))
@@ -350,8 +356,7 @@ class DiffCCodec(Codec):
         self.settings = DiffCSettings(**settings)
         self.recon_steps = int(recon_steps)
         self.solver = solver
-        self.flow_logsnr_offset = float(flow_logsnr_offset)
-        flow_start(self.settings, 0.0, self.flow_logsnr_offset)  # validates it now, not at decode time
+        self.flow_logsnr_offset = check_flow_offset(flow_logsnr_offset)  # now, not at decode time
         self.backend = backend
         self.progress = progress
 

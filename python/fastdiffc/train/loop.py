@@ -209,8 +209,8 @@ class Trainer:
         self.best_bpd = meta["best_bpd"] if meta["best_bpd"] is not None else math.inf
         # The best held-out bits/dim is only comparable on the same held-out tiles and λ range:
         # resumed with other ones, the old best would block every new best_ema export.
-        old = meta.get("train", {})
-        if any(old.get(k) != v for k, v in self.cfg.to_dict().items() if k in HELDOUT_KEYS):
+        old, new = meta.get("train", {}), self.cfg.to_dict()
+        if any(old.get(k) != new[k] for k in HELDOUT_KEYS):
             self.best_bpd = math.inf
 
     def init_weights(self, path) -> None:
