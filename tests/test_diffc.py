@@ -16,10 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fastdiffc import container
-from fastdiffc.errors import FormatError, ModelMismatchError, UnknownPipelineError
+from fastdiffc import container, rcc, rcc_numpy
+from fastdiffc.errors import (
+    DecodeBudgetError,
+    FormatError,
+    InvalidFieldError,
+    MissingModelError,
+    ModelMismatchError,
+    UnknownPipelineError,
+    UnsupportedVersionError,
+)
 from fastdiffc.image_io import psnr, tensor_to_pil
-from fastdiffc.pipelines import load_codec
+from fastdiffc.pipelines import PIPELINES, codec_class, load_codec
 from fastdiffc.pipelines.diffc import DiffCCodec, DiffCSettings
 from PIL import Image
 
@@ -170,15 +178,102 @@ def _golden_bytes() -> bytes:
     return DiffCCodec(PixelGaussian(), **SETTINGS).compress(photo_crop(), steps=10)
 
 
+def _pixels_md5(img) -> str:
+    return hashlib.md5(np.asarray(img).tobytes()).hexdigest()
+
+
 def test_golden_bitstream():
-    expected = json.loads((GOLDEN / "diffc_pixel_gaussian_32x48.json").read_text())
+    expected = json.loads((GOLDEN / "diffc_v2_pixel_gaussian_32x48.json").read_text())
     data = _golden_bytes()
     assert hashlib.md5(data).hexdigest() == expected["fdc_md5"], "encoder output drifted from the golden bitstream"
-    stored = (GOLDEN / "diffc_pixel_gaussian_32x48.fdc").read_bytes()
+    stored = (GOLDEN / "diffc_v2_pixel_gaussian_32x48.fdc").read_bytes()
     assert hashlib.md5(stored).hexdigest() == expected["fdc_md5"]
-    # The decoder on the stored file: its denoised reconstruction is pinned too.
-    img = DiffCCodec(PixelGaussian(), **SETTINGS).decompress(stored, method="denoise")
-    assert hashlib.md5(np.asarray(img).tobytes()).hexdigest() == expected["denoise_png_pixels_md5"]
+    f = container.read(stored)
+    assert (f.version, f.header.params_version, f.header.precision) == (2, 2, "float32")
+    # The decoder on the stored file: its reconstructions are pinned too (ancestral: the Philox noise).
+    codec = DiffCCodec(PixelGaussian(), recon_steps=4, **SETTINGS)
+    for method in ("denoise", "flow", "ancestral"):
+        assert _pixels_md5(codec.decompress(stored, method=method)) == expected[f"{method}_pixels_md5"], method
+
+
+def test_v1_golden_file_still_decodes():
+    """A file written before container v2 (numpy PCG64 z_0, DiffC parameters v1) decodes to the
+    pixels recorded when it was written, and rewriting it as v2 keeps its decoding."""
+    expected = json.loads((GOLDEN / "diffc_v1_pixel_gaussian_32x48.json").read_text())
+    stored = (GOLDEN / "diffc_v1_pixel_gaussian_32x48.fdc").read_bytes()
+    assert hashlib.md5(stored).hexdigest() == expected["fdc_md5"]
+    f = container.read(stored)
+    assert (f.version, f.header.params_version, f.header.precision) == (1, 1, "float32")
+    codec = DiffCCodec(PixelGaussian(), **SETTINGS)
+    img = codec.decompress(stored, method="denoise")
+    assert _pixels_md5(img) == expected["denoise_png_pixels_md5"]
+    as_v2 = container.truncate_to_steps(stored, len(f.segments))
+    assert as_v2[3] == 2 and _pixels_md5(codec.decompress(as_v2, method="denoise")) == _pixels_md5(img)
+    # Its z_0 is numpy's PCG64 draw, not the Philox stream of version 2.
+    v1 = DiffCSettings.from_bytes(f.header.params, 1)
+    z1 = diffc_module().initial_latent((1, 3, 4, 4), v1)
+    gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([v1.seed, 0x44696666])))
+    assert np.array_equal(z1.numpy().ravel(), gen.standard_normal(48).astype(np.float32))
+
+
+def diffc_module():
+    from fastdiffc.pipelines import diffc
+
+    return diffc
+
+
+# ---------------------------------------------------------------------------- shared randomness
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 4608, 100_003])
+def test_normal_stream_cpp_equals_numpy(n):
+    for seed, domain, stream in [(0, 3, 0), ((1 << 64) - 1, 4, 5), (7, 15, (1 << 32) - 1)]:
+        cpp = rcc.normal_stream(seed, domain, n, stream=stream, backend="cpp")
+        ref = rcc.normal_stream(seed, domain, n, stream=stream, backend="numpy")
+        assert cpp.dtype == ref.dtype == np.float32 and np.array_equal(cpp, ref)
+        wide = rcc.normal_stream(seed, domain, n, stream=stream, dtype=np.float64)
+        assert wide.dtype == np.float64 and np.array_equal(wide, cpp.astype(np.float64))
+
+
+def test_normal_stream_statistics_and_independence():
+    a = rcc.normal_stream(1, rcc_numpy.DOMAIN_LATENT, 200_000)
+    assert abs(a.mean()) < 0.01 and abs(a.std() - 1) < 0.01
+    others = [rcc.normal_stream(2, 3, 1000), rcc.normal_stream(1, 4, 1000), rcc.normal_stream(1, 3, 1000, stream=1)]
+    assert all(abs(np.corrcoef(a[:1000], o)[0, 1]) < 0.15 for o in others)
+    assert np.array_equal(rcc.normal_stream(1, 3, 10), a[:10])  # a prefix of a longer stream
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(domain=2), "domain"), (dict(domain=16), "domain"), (dict(n=-1), "n must"), (dict(stream=1 << 32), "stream"),
+    (dict(seed=-1), "seed"), (dict(dtype=np.float16), "dtype"),
+])
+def test_normal_stream_rejects_bad_arguments(kw, match):
+    args = dict(seed=1, domain=3, n=4)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        rcc.normal_stream(**args)
+
+
+def test_v2_z0_and_sampling_noise_are_philox_streams():
+    from fastdiffc.pipelines.diffc import PhiloxNoise, initial_latent
+
+    settings = DiffCSettings(**SETTINGS)
+    z0 = initial_latent((1, 3, 5, 7), settings)
+    assert z0.dtype == torch.float32
+    assert np.array_equal(z0.numpy().ravel(), rcc_numpy.normal_stream(7, rcc_numpy.DOMAIN_LATENT, 105))
+    z64 = initial_latent((1, 3, 5, 7), DiffCSettings(**{**SETTINGS, "dtype": "float64"}))
+    assert z64.dtype == torch.float64 and torch.equal(z64.float(), z0)
+    noise = PhiloxNoise(7)
+    first, second = noise(z0), noise(z0)
+    assert np.array_equal(first.numpy().ravel(), rcc_numpy.normal_stream(7, rcc_numpy.DOMAIN_SAMPLER, 105, 0))
+    assert np.array_equal(second.numpy().ravel(), rcc_numpy.normal_stream(7, rcc_numpy.DOMAIN_SAMPLER, 105, 1))
+
+
+def test_ancestral_decoding_is_reproducible_and_seeded(photo_encoding):
+    codec, data, _ = photo_encoding
+    a = np.asarray(codec.decompress(data, method="ancestral", max_steps=6))
+    assert np.array_equal(a, np.asarray(codec.decompress(data, method="ancestral", max_steps=6)))
+    assert not np.array_equal(a, np.asarray(codec.decompress(data, method="flow", max_steps=6)))
 
 
 # ---------------------------------------------------------------------------- progressive
@@ -219,16 +314,27 @@ def test_truncated_file_decodes_complete_prefix(photo_encoding):
     assert codec.decompress(data[:cut], allow_truncated=True).size == (48, 32)
 
 
-def test_bpp_target_stops_at_first_step_reaching_it():
+def test_bpp_is_a_ceiling():
+    """The file is the largest prefix of whole steps whose size is <= bpp·H·W/8 bytes."""
     codec = DiffCCodec(PixelGaussian(), **SETTINGS)
     x = photo_crop()
-    for bpp in (0.5, 2.0):
-        data = codec.compress(x, bpp=bpp)
-        sizes = container.step_file_sizes(data)
-        target = bpp * 32 * 48 / 8
-        assert sizes[-1] >= target > sizes[-2]
-    full = codec.compress(x, bpp=1000.0)  # unreachable: the whole grid is sent
-    assert container.read(full).declared_segments == SETTINGS["grid_steps"]
+    full = codec.compress(x, steps=SETTINGS["grid_steps"])
+    sizes = container.step_file_sizes(full)  # the size of every prefix: what each ceiling must pick
+    for k in (1, 5, 9):
+        for ceiling in (sizes[k], sizes[k + 1] - 1):  # exactly fitting, and one byte short of the next step
+            bpp = ceiling * 8 / (32 * 48)
+            data = codec.compress(x, bpp=bpp)
+            assert len(data) == sizes[k] <= bpp * 32 * 48 / 8, (k, ceiling)
+            assert data == container.truncate_to_steps(full, k)
+    assert codec.compress(x, bpp=1000.0) == full  # the whole grid fits
+    smallest = sizes[1] * 8 / (32 * 48)
+    with pytest.raises(ValueError, match=f"smallest file.*{smallest:.4g} bpp"):
+        codec.compress(x, bpp=smallest * 0.99)
+    with pytest.raises(ValueError, match="smallest"):
+        codec.compress(x, bpp=0.0)
+    # encode_image's Encoding matches the file: its final latent is the kept step's.
+    data, enc = codec.encode_image(x, bpp=sizes[5] * 8 / (32 * 48))
+    assert enc.steps == 5 and torch.equal(codec.decode_latent(data)[0], enc.z)
 
 
 # ---------------------------------------------------------------------------- images
@@ -301,27 +407,61 @@ def test_mismatched_model_rejected(photo_encoding):
         DiffCCodec(PixelGaussian(), **SETTINGS).decompress(data)
 
 
+def _diffc_header(params: bytes, **kw) -> container.Header:
+    args = dict(pipeline="diffc", models=(container.ModelRef("denoiser", PixelGaussian.name,
+                                                            PixelGaussian.content_hash),),
+                height=4, width=4, channels=3, precision="float32", params_version=2, params=params)
+    args.update(kw)
+    return container.Header(**args)
+
+
 def test_other_pipeline_and_bad_params_rejected():
-    h = container.Header("cdc", PixelGaussian.name, PixelGaussian.content_hash, 4, 4, 3, b"")
+    h = _diffc_header(b"", pipeline="cdc")
     with pytest.raises(UnknownPipelineError, match="cdc"):
         DiffCCodec(PixelGaussian()).decompress(container.write(h, []))
     good = DiffCSettings(**SETTINGS).to_bytes()
-    for params, match in [(good[:-1], "truncated"), (good + b"\0", "trailing"), (good[:-1] + b"\x09", "dtype")]:
-        h = container.Header("diffc", PixelGaussian.name, PixelGaussian.content_hash, 4, 4, 3, params)
-        with pytest.raises(FormatError, match=match):
-            DiffCCodec(PixelGaussian()).decompress(container.write(h, []))
+    v1 = DiffCSettings(**SETTINGS, params_version=1).to_bytes()
+    assert v1 == good + b"\x00"  # version 1 = version 2 + the dtype byte
+    cases = [
+        (dict(params=good[:-1]), FormatError, "truncated"),
+        (dict(params=good + b"\0"), FormatError, "trailing"),
+        (dict(params=good[:-1] + b"\x09"), InvalidFieldError, "RCC scheme id 9"),
+        (dict(params=v1[:-1] + b"\x09", params_version=1), InvalidFieldError, "dtype id 9"),
+        (dict(params=v1[:-1] + b"\x01", params_version=1), InvalidFieldError, "float64 but the header"),
+        (dict(params=good, params_version=3), UnsupportedVersionError, "parameter block version 3"),
+        (dict(params=good, precision="bfloat16"), InvalidFieldError, "bfloat16"),
+        (dict(params=good, models=()), InvalidFieldError, "no denoiser"),
+        (dict(params=DiffCSettings(**{**SETTINGS, "seed": 3}).to_bytes().replace(
+            np.float32(4.0).tobytes(), np.float32(2560.0).tobytes())), InvalidFieldError, "2560"),
+        (dict(params=good, height=8192, width=8193), DecodeBudgetError, "8193x8192"),
+    ]
+    for kw, error, match in cases:
+        data = container.write(_diffc_header(**kw), [])
+        with pytest.raises(error, match=match):
+            DiffCCodec(PixelGaussian()).decompress(data)
+
+
+def test_file_naming_a_missing_model_says_which():
+    h = _diffc_header(DiffCSettings(**SETTINGS).to_bytes(),
+                      models=(container.ModelRef("denoiser", "no-such-model", 0xABCDEF0123456789),))
+    with pytest.raises(MissingModelError, match="no-such-model.*abcdef0123456789") as e:
+        DiffCCodec().decompress(container.write(h, []))
+    assert isinstance(e.value, FormatError) and isinstance(e.value, ValueError)
 
 
 def test_corrupt_segment_is_an_error_not_a_crash(photo_encoding):
     codec, data, enc = photo_encoding
     f = container.read(data)
-    for i in (0, 3):
+    for i, pos, match in [(0, 0, "chunks"), (3, 0, "chunks"), (11, 100, "corrupt"), (11, -5, "corrupt")]:
         segs = list(f.segments)
-        segs[i] = b"\xff" * 3 + segs[i][3:]
-        try:  # a valid-looking payload may decode to other indices; anything else must be a FormatError
+        seg = bytearray(segs[i])
+        if pos == 0:
+            seg[:3] = b"\xff" * 3  # an absurd chunk count
+        else:
+            seg[pos] ^= 0x04  # one flipped bit inside the entropy-coded indices
+        segs[i] = bytes(seg)
+        with pytest.raises(FormatError, match=match):
             codec.decode_latent(container.write(f.header, segs))
-        except (FormatError, ValueError):
-            pass
     segs = list(f.segments) + [b"\x00"] * 20
     with pytest.raises(FormatError, match="grid"):
         codec.decode_latent(container.write(f.header, segs))
@@ -330,17 +470,26 @@ def test_corrupt_segment_is_an_error_not_a_crash(photo_encoding):
 def test_settings_validation_and_header_round_trip():
     s = DiffCSettings(seed=(1 << 64) - 1, schedule="linear", logsnr_min=-12.3, logsnr_max=9.1, grid_steps=300,
                       bits_per_chunk=14, margin=1.5, scheme="importance", dtype="float64")
-    assert DiffCSettings.from_bytes(s.to_bytes()) == s
+    assert DiffCSettings.from_bytes(s.to_bytes(), 2, "float64") == s
+    old = DiffCSettings(**{**SETTINGS, "dtype": "float64", "params_version": 1})
+    assert DiffCSettings.from_bytes(old.to_bytes(), 1, "float64") == old
     assert s.logsnr_min == float(np.float32(-12.3))
     assert len(DiffCSettings().to_bytes()) <= 16
-    for bad in [dict(seed=-1), dict(schedule="sqrt"), dict(grid_steps=0), dict(bits_per_chunk=0),
-                dict(margin=0.3), dict(scheme="best"), dict(dtype="float16"), dict(logsnr_min=5, logsnr_max=1)]:
-        with pytest.raises(ValueError):
+    for bad, match in [(dict(seed=-1), "seed"), (dict(schedule="sqrt"), "schedule"), (dict(grid_steps=0), "grid"),
+                       (dict(bits_per_chunk=0), "bits_per_chunk"), (dict(margin=0.3), "margin"),
+                       (dict(scheme="best"), "scheme"), (dict(dtype="float16"), "dtype"),
+                       (dict(logsnr_min=5, logsnr_max=1), "logsnr_min < logsnr_max"),
+                       (dict(logsnr_max=2560.0), "logsnr_max must be a log-SNR in \\[-30, 30\\]"),
+                       (dict(logsnr_min=-30.5), "logsnr_min"), (dict(params_version=3), "version")]:
+        with pytest.raises(ValueError, match=match):
             DiffCSettings(**bad)
+    assert DiffCSettings(logsnr_min=-30.0, logsnr_max=30.0).grid()[-1] == 30.0
+    with pytest.raises(ValueError, match="writes parameter version 2 only"):
+        DiffCCodec(PixelGaussian(), params_version=1)
     codec = DiffCCodec(PixelGaussian(), **SETTINGS)
     with pytest.raises(ValueError, match="steps"):
         codec.compress(photo_crop(4, 4), steps=15)
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(ValueError, match="either bpp or steps"):
         codec.compress(photo_crop(4, 4), steps=2, bpp=1.0)
     with pytest.raises(ValueError, match="bpp"):
         codec.compress(photo_crop(4, 4), bpp=-1.0)
@@ -348,12 +497,83 @@ def test_settings_validation_and_header_round_trip():
         codec.decompress(codec.compress(photo_crop(4, 4), steps=1), method="magic")
 
 
-def test_load_codec_pipelines():
+def test_float64_needs_a_model_that_runs_it():
+    with pytest.raises(ValueError, match="tiny-unet-test.*cannot compute in float64"):
+        DiffCCodec(tiny_unet(), dtype="float64")
+    from fastdiffc.models.composite import CompositeDenoiser
+
+    hybrid = CompositeDenoiser([gaussian_model(), tiny_unet()], [-1.5], name="hybrid-test", content_hash=9)
+    with pytest.raises(ValueError, match="hybrid-test.*float64"):
+        DiffCCodec(hybrid, dtype="float64")
+    # By name: refused when the model is loaded, before any encoding.
+    by_name = DiffCCodec("gaussian", dtype="float64")
+    assert by_name.compress(photo_crop(4, 4), steps=1)[:4] == b"FDC\x02"  # the analytic model runs float64
+    # A crafted float64 file for a float32-only model is a format error, not a crash.
+    unet = tiny_unet()
+    params = DiffCSettings(**SETTINGS, dtype="float64").to_bytes()
+    h = _diffc_header(params, precision="float64", models=(container.ModelRef("denoiser", unet.name, 0x1234),))
+    with pytest.raises(InvalidFieldError, match="float64"):
+        DiffCCodec(unet).decompress(container.write(h, []))
+
+
+# ---------------------------------------------------------------------------- knobs
+
+
+def test_knob_declarations():
+    names = lambda knobs: [k.name for k in knobs]  # noqa: E731
+    assert names(DiffCCodec.rate_knobs) == ["steps"]
+    assert names(DiffCCodec.knobs("rate")) == ["bpp", "steps"]
+    assert names(DiffCCodec.decode_knobs) == ["method", "max_steps", "recon_steps", "flow_offset", "allow_truncated"]
+    assert all(k.stage == "decode" for k in DiffCCodec.decode_knobs)
+    assert "ceiling" in DiffCCodec.knobs("rate")[0].help and "denoiser mean" in DiffCCodec.decode_knobs[2].help
+
+
+def test_knob_errors_name_the_pipeline_and_its_knobs(photo_encoding):
+    codec, data, _ = photo_encoding
+    with pytest.raises(ValueError, match=r"^decode_steps is not a knob of the diffc pipeline \(its decode knobs: "
+                                         r"method, max_steps, recon_steps, flow_offset, allow_truncated\)$"):
+        codec.decompress(data, decode_steps=3)
+    with pytest.raises(ValueError, match=r"^quality is not a knob of the diffc pipeline \(its rate knobs: bpp, steps\)"):
+        codec.compress(photo_crop(4, 4), quality=80)
+    with pytest.raises(ValueError, match="steps is a rate knob of the diffc pipeline: give it to compress"):
+        codec.decompress(data, steps=3)
+    with pytest.raises(ValueError, match="method is a decode knob"):
+        codec.compress(photo_crop(4, 4), method="flow")
+    for kw, match in [(dict(recon_steps=-5), r"diffc knob recon_steps must be an integer in 1\.\.1000, got -5"),
+                      (dict(recon_steps=0), "recon_steps"), (dict(recon_steps=2.5), "recon_steps"),
+                      (dict(max_steps=-1), "max_steps must be an integer >= 0"),
+                      (dict(flow_offset=float("nan")), "flow_offset"), (dict(method=3), "method must be one of"),
+                      (dict(allow_truncated="yes"), "allow_truncated must be true or false"),
+                      (dict(flow_offset=0.1, flow_logsnr_offset=0.2), "given twice")]:
+        with pytest.raises(ValueError, match=match):
+            codec.decompress(data, **kw)
+    for kw in (dict(recon_steps=-5), dict(recon_steps=0), dict(flow_offset=-1.0)):
+        with pytest.raises(ValueError, match="diffc knob"):
+            DiffCCodec(PixelGaussian(), **kw)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        codec.compress(photo_crop(4, 4), steps=0)
+
+
+def test_decode_knobs_override_the_constructor(photo_encoding):
+    codec, data, _ = photo_encoding
+    plain = DiffCCodec(gaussian_model(), recon_steps=3, flow_offset=0.0)
+    ref = np.asarray(plain.decompress(data, max_steps=6))
+    got = codec.decompress(data, max_steps=6, recon_steps=3, flow_offset=0.0)
+    assert np.array_equal(ref, np.asarray(got))
+    alias = codec.decompress(data, max_steps=6, recon_steps=3, flow_logsnr_offset=0.0)  # the old name
+    assert np.array_equal(ref, np.asarray(alias))
+    assert np.array_equal(np.asarray(codec.decompress(data, max_steps=6)),
+                          np.asarray(codec.decompress(data, max_steps=6, recon_steps=codec.recon_steps)))
+
+
+def test_load_codec_pipelines(monkeypatch):
     assert isinstance(load_codec("diffc", PixelGaussian()), DiffCCodec)
-    for p in ("dirac", "cdc"):
-        try:
-            load_codec(p)
-        except ValueError as e:
-            assert "not implemented" in str(e)
-    with pytest.raises(ValueError, match="unknown pipeline"):
+    assert codec_class("diffc") is DiffCCodec and list(PIPELINES) == ["diffc", "dirac", "cdc"]
+    monkeypatch.setitem(PIPELINES, "cdc", "fastdiffc.pipelines.no_such_module:CDCCodec")
+    with pytest.raises(ValueError, match="^pipeline 'cdc' is not implemented in this build$"):
+        load_codec("cdc")
+    monkeypatch.setitem(PIPELINES, "cdc", "fastdiffc.pipelines.diffc:NoSuchClass")
+    with pytest.raises(ValueError, match="not implemented"):
+        codec_class("cdc")
+    with pytest.raises(ValueError, match="unknown pipeline 'jpeg'"):
         load_codec("jpeg")

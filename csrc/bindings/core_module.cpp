@@ -3,6 +3,8 @@
 
 #include <omp.h>
 
+#include <string>
+
 namespace py = pybind11;
 
 #ifndef FASTDIFFC_VERSION
@@ -19,6 +21,10 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = FASTDIFFC_VERSION;
   m.def("openmp_max_threads", []() { return omp_get_max_threads(); },
         "Threads OpenMP will use (honours OMP_NUM_THREADS).");
+  m.def("set_openmp_threads", [](int n) {
+          if (n < 1) throw py::value_error("thread count must be >= 1, got " + std::to_string(n));
+          omp_set_num_threads(n);
+        }, py::arg("n"), "Threads for later OpenMP regions started from this thread (fastdiffc --threads).");
   m.def("compiler", []() {
 #if defined(__clang__)
     return std::string("clang ") + __clang_version__;

@@ -115,6 +115,20 @@ double py_generate(int64_t count, int64_t length, uint64_t seed) {
   return translate([&] { return rcc::generate_normals_checksum(count, length, seed); });
 }
 
+py::array_t<float> py_normal_stream(uint64_t seed, uint32_t domain, int64_t n, uint32_t stream) {
+  translate([&] {
+    if (n < 0 || n >= rcc::kDimLimit) throw std::invalid_argument("n must be in [0, 2^31), got " + std::to_string(n));
+    return 0;
+  });
+  py::array_t<float> out(n);
+  float* p = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    translate([&] { rcc::normal_stream(seed, domain, stream, n, p); return 0; });
+  }
+  return out;
+}
+
 py::array_t<float> py_normal_table() {
   py::array_t<float> out(rng::kNormalTableSize);
   std::copy(rcc::normal_table(), rcc::normal_table() + rng::kNormalTableSize, out.mutable_data());
@@ -141,6 +155,8 @@ void register_rcc(py::module_& m) {
         py::arg("step"), "The chosen candidates in permuted order, float32 (dim,).");
   m.def("rcc_generate_checksum", &py_generate, py::arg("count"), py::arg("length"), py::arg("seed"),
         "Bare Philox + table-normal generation of count x length normals (benchmark limit); returns their sum.");
+  m.def("normal_stream", &py_normal_stream, py::arg("seed"), py::arg("domain"), py::arg("n"), py::arg("stream") = 0,
+        "n float32 standard normals of Philox stream (seed, domain 3..15, stream), table transform.");
   m.def("rcc_normal_table", &py_normal_table, "The 65,536-entry float32 inverse-CDF table.");
   m.def("rcc_set_simd_path", [](int path) { translate([&] { rcc::set_simd_path(path); return 0; }); },
         py::arg("path"), "-1: detect (default), 0: portable SIMD, 1: AVX-512 where available (tests/benchmarks).");

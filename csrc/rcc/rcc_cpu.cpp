@@ -453,6 +453,21 @@ void chosen_candidates(const int64_t* indices, int64_t chunks, int64_t dim, uint
   }
 }
 
+void normal_stream(uint64_t seed, uint32_t domain, uint32_t stream, int64_t n, float* out) {
+  if (domain < rng::kFirstStreamDomain || domain >= rng::kDomainLimit)
+    throw std::invalid_argument("normal stream domain must be in [3, 16) (0..2 are RCC's), got " +
+                                std::to_string(domain));
+  if (n < 0 || n >= kDimLimit) throw std::invalid_argument("normal stream length must be in [0, 2^31)");
+  const float* table = normal_table();
+  const uint32_t word3 = rng::counter_word3(domain, 0);
+  const int64_t blocks = (n + 7) / 8;
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const rng::Philox4 r = rng::philox4x32_10(static_cast<uint32_t>(b), stream, 0u, word3, seed);
+    for (int k = 0; k < 8 && b * 8 + k < n; ++k) out[b * 8 + k] = table[normal_index(r.v, k)];
+  }
+}
+
 double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed) {
   if (count < 1 || length < 1 || length >= kDimLimit || count > (int64_t{1} << 32))
     throw std::invalid_argument("count and length must be positive (length < 2^31, count <= 2^32)");

@@ -32,6 +32,11 @@ void chunk_scores(const float* mu_perm, int64_t dim, int64_t chunks, int bits, u
 void chosen_candidates(const int64_t* indices, int64_t chunks, int64_t dim, uint64_t seed, uint32_t step,
                        float* out);
 
+// out[0..n): n standard normals (the table transform) of stream `stream` in `domain` (3..15):
+// Philox counter (j / 8, stream, 0, domain << 28), normal j = table[16-bit half j % 8 of the block].
+// The shared randomness of the pipelines besides RCC (DiffC's z_0 and sampler noise).
+void normal_stream(uint64_t seed, uint32_t domain, uint32_t stream, int64_t n, float* out);
+
 // Bare generation loop (the benchmark's speed limit): normals of candidates 0..count-1 of
 // chunk 0 at step 0, each of `length` positions, summed so the work cannot be optimised away.
 double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed);

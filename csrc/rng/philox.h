@@ -24,6 +24,11 @@ constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
 constexpr uint32_t kDomainCandidates = 0;   // normals of candidate i of chunk c
 constexpr uint32_t kDomainSelection = 1;    // exponential variates of the selection rule
 constexpr uint32_t kDomainPermutation = 2;  // sort keys of the shared permutation
+// Domains 3..15 are normal streams outside RCC (rcc::normal_stream): counter (block, stream, 0, domain << 28).
+constexpr uint32_t kDomainLatent = 3;       // DiffC's initial latent z_0
+constexpr uint32_t kDomainSampler = 4;      // DiffC's ancestral-sampling noise, one stream per sampler step
+constexpr uint32_t kFirstStreamDomain = 3;
+constexpr uint32_t kDomainLimit = 16;       // the domain occupies the top 4 bits of c3
 constexpr uint32_t kStepLimit = 1u << 28;   // step occupies the low 28 bits of c3
 
 FASTDIFFC_HD uint32_t counter_word3(uint32_t domain, uint32_t step) { return (domain << 28) | step; }

@@ -11,8 +11,11 @@ from . import _runtime  # noqa: F401  (allocator tuning must happen before torch
 from .errors import (
     BadMagicError,
     ChecksumError,
+    DecodeBudgetError,
     FastDiffCError,
     FormatError,
+    InvalidFieldError,
+    MissingModelError,
     ModelMismatchError,
     ModelNotFoundError,
     TruncatedError,
@@ -36,6 +39,9 @@ __all__ = [
     "TruncatedError",
     "ChecksumError",
     "ModelNotFoundError",
+    "MissingModelError",
+    "InvalidFieldError",
+    "DecodeBudgetError",
     "load_codec",
     "load_model",
 ]

@@ -1,26 +1,38 @@
-"""The .fdc file format (DESIGN §6).
+"""The .fdc file format (docs/design.md §6).
 
-Layout, version 1 (all integers little-endian; "varint" = unsigned LEB128)::
+Layout, version 2 (all integers little-endian; "varint" = unsigned LEB128)::
 
     "FDC"                magic, 3 bytes
-    version              u8 (= 1)
+    version              u8 (= 2)
     header_len           varint: bytes of the header body that follows
     header body:
       pipeline id        u8 (1 = diffc, 2 = dirac, 3 = cdc)
-      model name         varint length + UTF-8
-      model hash         u64, the 64-bit content hash of the model weights
-      height, width      varint each
+      precision          u8 (1 = float32, 2 = bfloat16, 3 = float64): what the encoder computed in
+      height, width      varint each (1 .. 2^20)
       channels           u8 (1 = greyscale, 3 = RGB)
-      params             varint length + bytes (pipeline-defined, e.g. seed, schedule, RCC settings)
+      n_models           varint (<= 16), then per model reference:
+        role             u8 (1 = denoiser, 2 = base, 3 = encoder, 4 = decoder, 5 = hyperprior, 6 = entropy_model)
+        name             varint length (<= 255) + UTF-8
+        hash             u64: 64-bit content hash of the weights (0 for a classical codec)
+        version          varint length (<= 64) + UTF-8: library version of a classical codec ("" for weights)
+      params version     varint (>= 1): the layout of the pipeline's parameter block
+      params             varint length (<= 64 KiB) + bytes (opaque to the container)
       n_segments         varint
       segment lengths    n_segments varints
     header crc           u32, CRC32 of every byte before it (magic .. end of header body)
     segments             the payload: n_segments byte strings, back to back
     payload crc          u32, CRC32 of the segments
 
+Version 1 files (one model, no role/precision/params version) are still read, into the
+same `Header` (one "denoiser" reference, params version 1, precision taken from the DiffC
+parameters' dtype byte — DiffC was the only pipeline that wrote version 1). Writing is
+version 2 only.
+
 The segment lengths sit in the header, so they are covered by the header CRC: a
 truncated file is always recognised as *truncated* (never as a corrupt length),
-and the number of complete segments it still holds is known exactly.
+and the number of complete segments it still holds is known exactly. Every field is
+range-checked as it is read, and no size read from the file is used before it is checked
+against the bytes actually present (a hostile length can cost neither memory nor time).
 
 Reading policy:
 - `read(data)` (strict, the default) requires the whole file: every declared segment,
@@ -39,6 +51,7 @@ of that file for every k — an RD curve from one encode.
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from dataclasses import dataclass
@@ -47,43 +60,123 @@ from .errors import (
     BadMagicError,
     ChecksumError,
     FormatError,
+    InvalidFieldError,
     TruncatedError,
     UnknownPipelineError,
     UnsupportedVersionError,
 )
 
 MAGIC = b"FDC"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PIPELINE_IDS = {"diffc": 1, "dirac": 2, "cdc": 3}
 PIPELINE_NAMES = {v: k for k, v in PIPELINE_IDS.items()}
-_MAX_NAME = 255
-_MAX_DIM = 1 << 20  # 1 Mi pixels per side: far beyond anything this package can encode
+ROLE_IDS = {"denoiser": 1, "base": 2, "encoder": 3, "decoder": 4, "hyperprior": 5, "entropy_model": 6}
+ROLE_NAMES = {v: k for k, v in ROLE_IDS.items()}
+PRECISION_IDS = {"float32": 1, "bfloat16": 2, "float64": 3}
+PRECISION_NAMES = {v: k for k, v in PRECISION_IDS.items()}
+MAX_NAME = 255  # bytes of a model name
+MAX_VERSION = 64  # bytes of a library version string
+MAX_MODELS = 16
+MAX_DIM = 1 << 20  # 1 Mi pixels per side: far beyond anything this package can encode
+MAX_PARAMS = 1 << 16  # bytes of a parameter block (DiffC's is ~15)
+MAX_PARAMS_VERSION = 1 << 16
+_MIN_MODEL_REF = 1 + 1 + 8 + 1  # role, empty name length, hash, empty version length
+
+_V1_DIFFC_DTYPES = {0: "float32", 1: "float64"}  # last byte of a v1 DiffC parameter block
+
+
+def _as_int(v) -> int | None:
+    """v as a Python int if it is an integer (numpy integers too, bools not), else None."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model the file depends on: its `role` in the pipeline, `name`, 64-bit content `hash`
+    of its weights (0 for a classical codec), and `version` (the library version of a
+    classical codec, e.g. libjpeg-turbo's; "" for learned weights, which the hash pins)."""
+
+    role: str
+    name: str
+    hash: int = 0
+    version: str = ""
+
+    def __post_init__(self):
+        if self.role not in ROLE_IDS:
+            raise ValueError(f"unknown model role {self.role!r}; known: {', '.join(ROLE_IDS)}")
+        if not isinstance(self.name, str) or not 1 <= len(self.name.encode("utf-8")) <= MAX_NAME:
+            raise ValueError(f"model name must be 1..{MAX_NAME} UTF-8 bytes, got {self.name!r}")
+        if isinstance(self.hash, bool) or not isinstance(self.hash, int) or not 0 <= self.hash < 1 << 64:
+            raise ValueError(f"model hash must be an unsigned 64-bit integer, got {self.hash!r}")
+        if not isinstance(self.version, str) or len(self.version.encode("utf-8")) > MAX_VERSION:
+            raise ValueError(f"model version must be a string of at most {MAX_VERSION} UTF-8 bytes")
 
 
 @dataclass(frozen=True)
 class Header:
-    """Everything before the payload: which pipeline and model wrote it, the image shape,
-    and the pipeline's own parameters (opaque bytes to the container)."""
+    """Everything before the payload: which pipeline wrote it, the models it needs, the
+    precision the encoder computed in, the image shape, and the pipeline's own parameters
+    (opaque bytes to the container, laid out as `params_version` says)."""
 
     pipeline: str
-    model_name: str
-    model_hash: int
+    models: tuple[ModelRef, ...]
     height: int
     width: int
     channels: int
+    precision: str = "float32"
+    params_version: int = 1
     params: bytes = b""
 
     def __post_init__(self):
         if self.pipeline not in PIPELINE_IDS:
-            raise UnknownPipelineError(f"unknown pipeline {self.pipeline!r}; known: {sorted(PIPELINE_IDS)}")
-        if not 0 <= self.model_hash < 1 << 64:
-            raise ValueError(f"model hash must be an unsigned 64-bit integer, got {self.model_hash}")
-        if len(self.model_name.encode("utf-8")) > _MAX_NAME:
-            raise ValueError(f"model name longer than {_MAX_NAME} bytes")
-        if not (1 <= self.height <= _MAX_DIM and 1 <= self.width <= _MAX_DIM):
-            raise ValueError(f"image size {self.height}x{self.width} out of range 1..{_MAX_DIM}")
+            raise UnknownPipelineError(f"unknown pipeline {self.pipeline!r}; known: {', '.join(PIPELINE_IDS)}")
+        models = tuple(self.models)
+        if not all(isinstance(m, ModelRef) for m in models):
+            raise ValueError("models must be ModelRef objects")
+        if len(models) > MAX_MODELS:
+            raise ValueError(f"at most {MAX_MODELS} model references, got {len(models)}")
+        object.__setattr__(self, "models", models)
+        for name in ("height", "width"):
+            v = _as_int(getattr(self, name))
+            if v is None or not 1 <= v <= MAX_DIM:
+                raise ValueError(f"image {name} must be in 1..{MAX_DIM}, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, v)
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if self.precision not in PRECISION_IDS:
+            raise ValueError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISION_IDS)}")
+        if isinstance(self.params_version, bool) or not isinstance(self.params_version, int) \
+                or not 1 <= self.params_version < MAX_PARAMS_VERSION:
+            raise ValueError(f"params version must be in 1..{MAX_PARAMS_VERSION - 1}, got {self.params_version!r}")
+        if not isinstance(self.params, (bytes, bytearray)) or len(self.params) > MAX_PARAMS:
+            raise ValueError(f"params must be at most {MAX_PARAMS} bytes")
+        object.__setattr__(self, "params", bytes(self.params))
+
+    def model(self, role: str) -> ModelRef | None:
+        """The first model reference with this role, or None."""
+        return next((m for m in self.models if m.role == role), None)
+
+    @property
+    def model_name(self) -> str:
+        """The denoiser's name (compatibility with version-1 code)."""
+        return self._denoiser().name
+
+    @property
+    def model_hash(self) -> int:
+        """The denoiser's content hash (compatibility with version-1 code)."""
+        return self._denoiser().hash
+
+    def _denoiser(self) -> ModelRef:
+        ref = self.model("denoiser")
+        if ref is None:
+            raise AttributeError(f"this {self.pipeline} header names no denoiser model")
+        return ref
 
 
 @dataclass(frozen=True)
@@ -91,6 +184,7 @@ class FdcFile:
     header: Header
     segments: tuple[bytes, ...]
     declared_segments: int
+    version: int = VERSION  # the container version the file was written in
 
     @property
     def complete(self) -> bool:
@@ -113,6 +207,12 @@ def put_varint(out: bytearray, value: int) -> None:
             return
 
 
+def _put_str(out: bytearray, s: str) -> None:
+    b = s.encode("utf-8")
+    put_varint(out, len(b))
+    out += b
+
+
 class Reader:
     """Bounds-checked cursor over bytes; running off the end raises TruncatedError(what)."""
 
@@ -121,6 +221,10 @@ class Reader:
         self.pos = pos
         self.end = len(data) if end is None else end
         self.what = what
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
 
     def take(self, n: int, field: str) -> bytes:
         if n < 0 or self.pos + n > self.end:
@@ -153,6 +257,27 @@ class Reader:
             shift += 7
         raise FormatError(f"malformed {self.what}: {field} is not a valid 64-bit varint")
 
+    def bounded_varint(self, field: str, lo: int, hi: int) -> int:
+        """A varint that must lie in lo..hi (InvalidFieldError otherwise)."""
+        v = self.varint(field)
+        if not lo <= v <= hi:
+            raise InvalidFieldError(f"invalid {self.what}: {field} {v} is outside {lo}..{hi}")
+        return v
+
+    def text(self, field: str, max_bytes: int) -> str:
+        n = self.bounded_varint(f"{field} length", 0, max_bytes)
+        try:
+            return self.take(n, field).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidFieldError(f"invalid {self.what}: {field} is not valid UTF-8") from None
+
+    def table(self, field: str, names: dict[int, str]) -> str:
+        v = self.u8(field)
+        if v not in names:
+            raise InvalidFieldError(f"invalid {self.what}: unknown {field} id {v} (known: "
+                                    + ", ".join(f"{k}={n}" for k, n in names.items()) + ")")
+        return names[v]
+
     def done(self) -> bool:
         return self.pos == self.end
 
@@ -163,13 +288,17 @@ class Reader:
 def _header_bytes(header: Header, lengths: list[int]) -> bytes:
     body = bytearray()
     body.append(PIPELINE_IDS[header.pipeline])
-    name = header.model_name.encode("utf-8")
-    put_varint(body, len(name))
-    body += name
-    body += struct.pack("<Q", header.model_hash)
+    body.append(PRECISION_IDS[header.precision])
     put_varint(body, header.height)
     put_varint(body, header.width)
     body.append(header.channels)
+    put_varint(body, len(header.models))
+    for m in header.models:
+        body.append(ROLE_IDS[m.role])
+        _put_str(body, m.name)
+        body += struct.pack("<Q", m.hash)
+        _put_str(body, m.version)
+    put_varint(body, header.params_version)
     put_varint(body, len(header.params))
     body += header.params
     put_varint(body, len(lengths))
@@ -184,7 +313,7 @@ def _header_bytes(header: Header, lengths: list[int]) -> bytes:
 
 
 def write(header: Header, segments) -> bytes:
-    """Serialise a header and its payload segments into one .fdc file."""
+    """Serialise a header and its payload segments into one .fdc file (always version 2)."""
     segments = [bytes(s) for s in segments]
     payload = b"".join(segments)
     return _header_bytes(header, [len(s) for s in segments]) + payload + struct.pack("<I", zlib.crc32(payload))
@@ -198,8 +327,71 @@ def overhead_bytes(header: Header, segment_lengths) -> int:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse_header(data: bytes) -> tuple[Header, list[int], int]:
-    """Parse and verify the header; returns (header, segment lengths, offset of the payload)."""
+def _segment_table(b: Reader) -> list[int]:
+    n_segments = b.varint("segment count")
+    if n_segments > b.remaining:  # each length takes at least one byte
+        raise TruncatedError(f"truncated header body: {n_segments} segments declared, "
+                             f"{b.remaining} bytes of header left")
+    return [b.varint("segment length") for _ in range(n_segments)]
+
+
+def _body_v2(b: Reader) -> tuple[Header, list[int]]:
+    pid = b.u8("pipeline id")
+    if pid not in PIPELINE_NAMES:
+        raise UnknownPipelineError(f"unknown pipeline id {pid} in .fdc header (known: "
+                                   + ", ".join(f"{k}={n}" for k, n in PIPELINE_NAMES.items()) + ")")
+    precision = b.table("precision", PRECISION_NAMES)
+    height = b.bounded_varint("height", 1, MAX_DIM)
+    width = b.bounded_varint("width", 1, MAX_DIM)
+    channels = b.u8("channels")
+    n_models = b.bounded_varint("model count", 0, MAX_MODELS)
+    if n_models * _MIN_MODEL_REF > b.remaining:
+        raise TruncatedError(f"truncated header body: {n_models} model references need at least "
+                             f"{n_models * _MIN_MODEL_REF} bytes, {b.remaining} left")
+    models = []
+    for i in range(n_models):
+        role = b.table(f"model {i + 1} role", ROLE_NAMES)
+        name = b.text(f"model {i + 1} name", MAX_NAME)
+        h = b.u64(f"model {i + 1} hash")
+        version = b.text(f"model {i + 1} version", MAX_VERSION)
+        models.append((role, name, h, version))
+    params_version = b.bounded_varint("params version", 1, MAX_PARAMS_VERSION - 1)
+    params = b.take(b.bounded_varint("params length", 0, MAX_PARAMS), "params")
+    lengths = _segment_table(b)
+    try:
+        refs = tuple(ModelRef(*m) for m in models)
+        header = Header(PIPELINE_NAMES[pid], refs, height, width, channels, precision, params_version, params)
+    except ValueError as e:
+        raise InvalidFieldError(f"invalid .fdc header: {e}") from None
+    return header, lengths
+
+
+def _body_v1(b: Reader) -> tuple[Header, list[int]]:
+    pid = b.u8("pipeline id")
+    if pid not in PIPELINE_NAMES:
+        raise UnknownPipelineError(f"unknown pipeline id {pid} in .fdc header")
+    name = b.text("model name", MAX_NAME)
+    model_hash = b.u64("model hash")
+    height = b.bounded_varint("height", 1, MAX_DIM)
+    width = b.bounded_varint("width", 1, MAX_DIM)
+    channels = b.u8("channels")
+    params = b.take(b.bounded_varint("params length", 0, MAX_PARAMS), "params")
+    lengths = _segment_table(b)
+    precision = "float32"
+    if PIPELINE_NAMES[pid] == "diffc":  # version 1 kept the compute dtype in DiffC's own parameters
+        if not params or params[-1] not in _V1_DIFFC_DTYPES:
+            raise InvalidFieldError("invalid version-1 .fdc header: the DiffC parameters end in no known dtype")
+        precision = _V1_DIFFC_DTYPES[params[-1]]
+    try:
+        header = Header(PIPELINE_NAMES[pid], (ModelRef("denoiser", name, model_hash),), height, width, channels,
+                        precision, 1, params)
+    except ValueError as e:
+        raise InvalidFieldError(f"invalid .fdc header: {e}") from None
+    return header, lengths
+
+
+def _parse_header(data: bytes) -> tuple[Header, list[int], int, int]:
+    """Parse and verify the header: (header, segment lengths, offset of the payload, version)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -209,9 +401,10 @@ def _parse_header(data: bytes) -> tuple[Header, list[int], int]:
         raise BadMagicError("not an .fdc file (bad magic bytes)")
     r = Reader(data, len(MAGIC))
     version = r.u8("version")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
-            f".fdc version {version} is not supported by this build (it reads version {VERSION})"
+            f".fdc version {version} is not supported by this build (it reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); a newer fastdiffc may read it"
         )
     body_len = r.varint("header length")
     body_start = r.pos
@@ -222,46 +415,27 @@ def _parse_header(data: bytes) -> tuple[Header, list[int], int]:
     payload_start = r.pos
 
     b = Reader(data, body_start, body_start + body_len, what="header body")
-    pid = b.u8("pipeline id")
-    if pid not in PIPELINE_NAMES:
-        raise UnknownPipelineError(f"unknown pipeline id {pid} in .fdc header")
-    name_len = b.varint("model name length")
-    try:
-        name = b.take(name_len, "model name").decode("utf-8")
-    except UnicodeDecodeError:
-        raise FormatError("model name in .fdc header is not valid UTF-8") from None
-    model_hash = b.u64("model hash")
-    height, width = b.varint("height"), b.varint("width")
-    channels = b.u8("channels")
-    params = b.take(b.varint("params length"), "params")
-    n_segments = b.varint("segment count")
-    if n_segments > body_len:  # each length takes at least one byte
-        raise TruncatedError(f"truncated header body: {n_segments} segments declared, {body_len} bytes of header")
-    lengths = [b.varint("segment length") for _ in range(n_segments)]
+    header, lengths = (_body_v2 if version == 2 else _body_v1)(b)
     if not b.done():
         raise FormatError("malformed header body: trailing bytes after the segment table")
-    try:
-        header = Header(PIPELINE_NAMES[pid], name, model_hash, height, width, channels, params)
-    except ValueError as e:
-        raise FormatError(f"invalid .fdc header: {e}") from None
-    return header, lengths, payload_start
+    return header, lengths, payload_start, version
 
 
 def read_header(data: bytes) -> tuple[Header, list[int]]:
     """The verified header and the declared segment lengths (the payload is not read)."""
-    header, lengths, _ = _parse_header(data)
+    header, lengths, _, _ = _parse_header(data)
     return header, lengths
 
 
 def read(data: bytes, *, allow_truncated: bool = False) -> FdcFile:
     """Parse a .fdc file; see the module docstring for the strict / progressive policy."""
-    header, lengths, pos = _parse_header(data)
+    header, lengths, pos, version = _parse_header(data)
     data = bytes(data)
     segments = []
     for i, n in enumerate(lengths):
         if pos + n > len(data):
             if allow_truncated:
-                return FdcFile(header, tuple(segments), len(lengths))
+                return FdcFile(header, tuple(segments), len(lengths), version)
             raise TruncatedError(
                 f"truncated file: segment {i + 1} of {len(lengths)} needs {n} bytes, {len(data) - pos} left "
                 "(a truncated file can be decoded progressively up to its last complete segment)"
@@ -270,14 +444,19 @@ def read(data: bytes, *, allow_truncated: bool = False) -> FdcFile:
         pos += n
     if len(data) < pos + 4:
         if allow_truncated:
-            return FdcFile(header, tuple(segments), len(lengths))
+            return FdcFile(header, tuple(segments), len(lengths), version)
         raise TruncatedError("truncated file: the payload checksum is missing")
     (crc,) = struct.unpack("<I", data[pos : pos + 4])
     if zlib.crc32(b"".join(segments)) != crc:
         raise ChecksumError("payload checksum mismatch: the file is corrupt")
     if len(data) != pos + 4:
         raise FormatError(f"{len(data) - pos - 4} unexpected bytes after the end of the .fdc file")
-    return FdcFile(header, tuple(segments), len(lengths))
+    return FdcFile(header, tuple(segments), len(lengths), version)
+
+
+def is_fdc(data: bytes) -> bool:
+    """Whether `data` starts with the .fdc magic (a cheap test before choosing a decoder)."""
+    return bytes(data[: len(MAGIC)]) == MAGIC
 
 
 # --------------------------------------------------------------------------- progressive helpers
@@ -286,12 +465,13 @@ def read(data: bytes, *, allow_truncated: bool = False) -> FdcFile:
 def truncate_to_steps(data: bytes, k: int) -> bytes:
     """A valid, complete .fdc file holding the first k segments (DiffC: steps) of `data`.
 
-    `data` may itself be truncated, as long as it holds k complete segments.
+    `data` may itself be truncated, as long as it holds k complete segments. The result is
+    written as version 2 (a version-1 input keeps its parameter block, so it decodes the same).
     """
     f = read(data, allow_truncated=True)
-    if not 0 <= k <= len(f.segments):
-        raise ValueError(f"cannot keep {k} steps: the file holds {len(f.segments)} complete steps")
-    return write(f.header, f.segments[:k])
+    if _as_int(k) is None or not 0 <= k <= len(f.segments):
+        raise ValueError(f"cannot keep {k!r} steps: the file holds {len(f.segments)} complete steps")
+    return write(f.header, f.segments[: int(k)])
 
 
 def step_file_sizes(data: bytes) -> list[int]:

@@ -21,6 +21,10 @@ class UnknownPipelineError(FormatError):
     """The .fdc header names a pipeline this build does not know."""
 
 
+class InvalidFieldError(FormatError):
+    """A header field holds a value outside its range or table (role, precision, size, count, version)."""
+
+
 class ModelMismatchError(FormatError):
     """The file was written with a different model (name or content hash) than the one given."""
 
@@ -33,5 +37,16 @@ class ChecksumError(FormatError):
     """The stored checksum does not match the content."""
 
 
-class ModelNotFoundError(FastDiffCError, LookupError):
-    """A named model is not shipped and not found on disk."""
+class ModelNotFoundError(FastDiffCError, LookupError, ValueError):
+    """A named model is not shipped and not found on disk.
+
+    Also a ValueError: a bad model name is bad input, inside the documented error contract
+    ("a FormatError subclass or ValueError", docs/design.md §7)."""
+
+
+class MissingModelError(FormatError, ModelNotFoundError):
+    """A file needs a model (named, with its content hash, in the message) that this install lacks."""
+
+
+class DecodeBudgetError(FormatError):
+    """A file declares more work (pixels, steps) than the decoder accepts; refused before allocating."""

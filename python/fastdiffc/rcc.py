@@ -286,6 +286,34 @@ def decode(payload: bytes, dim: int, *, seed: int, step: int = 0, bits_per_chunk
     return _assemble(be, indices, perm, dim, cfg.bits_per_chunk, seed, step)
 
 
+def normal_stream(seed: int, domain: int, n: int, *, stream: int = 0, dtype=np.float32,
+                  backend: str = "auto") -> np.ndarray:
+    """n standard normals shared by sender and receiver: Philox4x32-10 keyed by `seed`, counter
+    (block, stream, 0, domain << 28), and RCC's normal transform (a 65,536-entry quantile table,
+    so values are exact float32 quantiles of N(0, 1), |x| <= 4.17). Identical bits on every
+    platform and backend ("cpp" or the "numpy" reference; "auto" = cpp when built).
+
+    `domain` is 3..15 (0..2 are RCC's): rcc_numpy.DOMAIN_LATENT (DiffC's z_0) and DOMAIN_SAMPLER
+    (its sampling noise) are taken. `dtype` float32 or float64 (the same values, widened).
+    """
+    seed, _ = _check_seed_step(seed, 0)
+    for name, v, hi in (("domain", domain, 16), ("stream", stream, 1 << 32), ("n", n, _ref.DIM_LIMIT)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < hi:
+            raise ValueError(f"{name} must be an integer in [0, {hi}), got {v!r}")
+    if int(domain) not in _ref.STREAM_DOMAINS:
+        raise ValueError(f"domain must be in [3, 16) (0..2 are RCC's), got {domain}")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    name = get_backend("cpp" if backend == "cuda" else backend).name
+    if name == "numpy":
+        out = _ref.normal_stream(seed, int(domain), int(n), int(stream))
+    else:
+        from . import _core
+
+        out = _core.normal_stream(seed, int(domain), int(n), int(stream))
+    return out.astype(dtype, copy=False)
+
+
 def _assemble(be, indices: np.ndarray, perm: np.ndarray, dim: int, bits: int, seed: int, step: int) -> np.ndarray:
     # Zero chunks (μ = 0): the sample is candidate 0 of a single chunk, a free draw from the prior.
     chosen = be.chosen(indices if indices.size else np.zeros(1, dtype=np.int64), dim, bits, seed, step)

@@ -25,6 +25,9 @@ MASK32 = 0xFFFFFFFF
 DOMAIN_CANDIDATES = 0  # normals of candidate i, chunk c
 DOMAIN_SELECTION = 1  # exponential variates for the arrival times / Gumbel-style selection
 DOMAIN_PERMUTATION = 2  # sort keys of the shared permutation
+DOMAIN_LATENT = 3  # DiffC's initial latent z_0 (normal_stream)
+DOMAIN_SAMPLER = 4  # DiffC's ancestral-sampling noise, one stream per sampler step
+STREAM_DOMAINS = range(3, 16)  # domains of normal_stream; 0..2 belong to RCC
 STEP_LIMIT = 1 << 28  # step occupies the low 28 bits of counter word 3
 DIM_LIMIT = 1 << 31  # dimensions are indexed by 31-bit integers (permutation packing)
 MAX_BITS = 20  # 2^20 candidates per chunk at most
@@ -268,6 +271,20 @@ def chosen_candidates(indices, dim: int, seed: int, step: int) -> np.ndarray:
         lo, hi = int(bounds[c]), int(bounds[c + 1])
         out[lo:hi] = candidate_normals(seed, step, c, [int(indices[c])], hi - lo)[0]
     return out
+
+
+def normal_stream(seed: int, domain: int, n: int, stream: int = 0) -> np.ndarray:
+    """n float32 standard normals of stream `stream` in `domain` (3..15): Philox counter
+    (j // 8, stream, 0, domain << 28), normal j = table[16-bit half j % 8 of that block]."""
+    if domain not in STREAM_DOMAINS:
+        raise ValueError(f"normal stream domain must be in [3, 16) (0..2 are RCC's), got {domain}")
+    if not 0 <= n < DIM_LIMIT:
+        raise ValueError(f"n must be in [0, 2^31), got {n}")
+    blocks = (n + 7) // 8
+    words = philox4x32(np.arange(blocks, dtype=np.uint64), stream, 0, counter_word3(domain, 0), seed)
+    w = np.stack(words, axis=-1)  # (blocks, 4)
+    halves = np.stack([w & np.uint64(0xFFFF), w >> np.uint64(16)], axis=-1)  # (blocks, 4, 2)
+    return normal_table()[halves.reshape(-1)[:n].astype(np.int64)]
 
 
 def generate_normals(count: int, length: int, seed: int) -> np.ndarray:

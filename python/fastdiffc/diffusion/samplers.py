@@ -14,10 +14,12 @@ returns the denoised x̂0 = denoiser(z_K, λ_K) (or z_K with ``return_z=True``).
   step. The ODE may be integrated in either direction (λ increasing: noise → data; decreasing:
   data → noise), which makes encoding an image to its latent noise possible.
 
-Noise comes only from the given ``torch.Generator`` (drawn on the generator's device, then moved),
-so the same seed gives the same result bit for bit. All coefficients are computed in float64
-from λ and applied in z's dtype (float32 for networks, float64 for the theory tests). The element-
-wise updates go through the fused kernels of ``fastdiffc.kernels.sampler_updates``.
+Noise comes only from the given ``generator``: a ``torch.Generator`` (drawn on the generator's
+device, then moved), or a callable ``noise(z) -> Tensor`` shaped like z (DiffC passes a Philox
+stream, identical on every platform), so the same seed gives the same result bit for bit.
+All coefficients are computed in float64 from λ and applied in z's dtype (float32 for networks,
+float64 for the theory tests). The element-wise updates go through the fused kernels of
+``fastdiffc.kernels.sampler_updates``.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ def _denoise(denoiser, z: torch.Tensor, lam: float, cond) -> torch.Tensor:
     return x.to(z.dtype)
 
 
-def _noise_like(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _noise_like(z: torch.Tensor, generator) -> torch.Tensor:
+    if callable(generator):  # a noise source of the caller's (torch.Generator is not callable)
+        eps = generator(z)
+        if eps.shape != z.shape:
+            raise ValueError(f"the noise source returned shape {tuple(eps.shape)} for z of shape {tuple(z.shape)}")
+        return eps.to(device=z.device, dtype=z.dtype)
     # Draw on the generator's device so a CPU generator gives the same noise for CPU and CUDA z.
     device = generator.device if generator is not None else z.device
     return torch.randn(z.shape, generator=generator, dtype=z.dtype, device=device).to(z.device)

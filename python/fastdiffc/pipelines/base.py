@@ -1,25 +1,208 @@
-"""What every pipeline's codec offers (DESIGN §7), and how a model identifies itself in a file."""
+"""What every pipeline's codec offers (docs/design.md §7): declared knobs, the Codec interface,
+and how a model identifies itself in a file.
+
+A pipeline declares its settings once, as `Knob`s; the Python API checks them, and the CLI
+flags, `fastdiffc info` and the docs are generated from the same declarations, so they
+cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+STAGES = ("rate", "decode")
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "one of", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One user-facing setting of a pipeline.
+
+    `stage` "rate" knobs go to `compress` (they choose the file size), "decode" knobs to
+    `decompress` (they change the reconstruction of the same file). `default` None means
+    "not set" (the pipeline decides). `aliases` are older names that keep working.
+    """
+
+    name: str
+    type: type
+    stage: str
+    help: str
+    default: object = None
+    choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.type not in _TYPE_WORDS:
+            raise TypeError(f"knob {self.name}: type must be int, float, str or bool, not {self.type!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"knob {self.name}: stage must be 'rate' or 'decode', not {self.stage!r}")
+        if self.choices and self.type is not str:
+            raise ValueError(f"knob {self.name}: choices are for str knobs")
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag: --decode-steps for decode_steps."""
+        return "--" + self.name.replace("_", "-")
+
+    def describe_range(self) -> str:
+        if self.type is str:
+            return ", ".join(self.choices)
+        if self.type is bool:
+            return "true/false"
+        lo = "" if self.minimum is None else f"{self.minimum:g}"
+        hi = "" if self.maximum is None else f"{self.maximum:g}"
+        if self.type is int and lo and hi:
+            return f"{lo}..{hi}"
+        if lo and hi:
+            return f"[{lo}, {hi}]"
+        return f">= {lo}" if lo else f"<= {hi}" if hi else "any"
+
+    def check(self, value, pipeline: str = ""):
+        """`value` coerced to the knob's type and range-checked; None stays None (not set).
+
+        ValueError("dirac knob decode_steps must be an integer in 0..20, got -5") otherwise.
+        """
+        if value is None:
+            return None
+        out = self._coerce(value)
+        ok = out is not None
+        if ok and self.type in (int, float):
+            ok = (math.isfinite(out) and (self.minimum is None or out >= self.minimum)
+                  and (self.maximum is None or out <= self.maximum))
+        elif ok and self.choices:
+            ok = out in self.choices
+        if not ok:
+            rng = self.describe_range()
+            what = _TYPE_WORDS[self.type]
+            if self.type is str and self.choices:
+                what += f" {rng}"
+            elif self.type in (int, float) and rng != "any":
+                what += f" {rng}" if rng[0] in "<>" else f" in {rng}"
+            prefix = f"{pipeline} knob" if pipeline else "knob"
+            raise ValueError(f"{prefix} {self.name} must be {what}, got {value!r}")
+        return out
+
+    def parse(self, text: str, pipeline: str = ""):
+        """A value from command-line text ("5", "0.25", "flow"), checked like `check`."""
+        value = text
+        if self.type in (int, float):
+            try:
+                value = self.type(text)
+            except (TypeError, ValueError):
+                value = text  # check() reports it with the knob's range
+        return self.check(value, pipeline)
+
+    def _coerce(self, value):
+        """The value as the knob's type, or None if it is not one (bools are not numbers here;
+        an integral float such as 5.0 is accepted for an int knob, 2.5 is not)."""
+        if self.type in (bool, str):
+            return value if isinstance(value, self.type) else None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None
+        if self.type is float:
+            return float(value)
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        return int(value) if float(value).is_integer() else None
+
+
+BPP = Knob(
+    "bpp", float, "rate", minimum=0.0,
+    help="size ceiling in bits per pixel: the file is the largest one whose size is <= bpp*H*W/8 bytes "
+         "(ValueError naming the smallest achievable bpp if none fits)",
+)
+
 
 class Codec(ABC):
-    """`compress(image, *, bpp=None, steps=None) -> bytes` and
-    `decompress(data, *, method="flow", max_steps=None) -> PIL.Image`."""
+    """A pipeline behind one interface: `compress(image, *, bpp=None, **rate_knobs) -> bytes`,
+    `decompress(data, **decode_knobs) -> PIL.Image`.
 
-    pipeline: str = ""
+    Subclasses set `pipeline` and declare `rate_knobs` (besides `bpp`, which every pipeline
+    has) and `decode_knobs`; they run `check_knobs` on what they are given. `bpp` is a
+    ceiling for every pipeline: the file is the largest the pipeline can make whose size is
+    <= bpp·H·W/8 bytes; if even the smallest does not fit, compress raises ValueError naming
+    the smallest achievable bpp. A rate knob given together with bpp is an error.
+
+    Constructors take `(model=None, **settings)`; every codec accepts `progress: bool` (a
+    progress bar) and, for encoding, `seed: int` (the shared seed written into the file), as
+    the CLI passes both.
+    """
+
+    pipeline: ClassVar[str] = ""
+    rate_knobs: ClassVar[tuple[Knob, ...]] = ()
+    decode_knobs: ClassVar[tuple[Knob, ...]] = ()
 
     @abstractmethod
-    def compress(self, image, *, bpp: float | None = None, steps: int | None = None) -> bytes: ...
+    def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes: ...
 
     @abstractmethod
-    def decompress(self, data: bytes, *, method: str = "flow", max_steps: int | None = None): ...
+    def decompress(self, data: bytes, **decode_knobs): ...
+
+    @classmethod
+    def knobs(cls, stage: str) -> tuple[Knob, ...]:
+        """The declared knobs of a stage; "rate" includes `bpp` first."""
+        if stage == "rate":
+            return (BPP, *cls.rate_knobs)
+        if stage == "decode":
+            return tuple(cls.decode_knobs)
+        raise ValueError(f"stage must be 'rate' or 'decode', got {stage!r}")
+
+    @classmethod
+    def check_knobs(cls, stage: str, kwargs: dict) -> dict:
+        """{knob name: checked value or its default} for every knob of `stage`.
+
+        Aliases map to their knob; an unknown name, a name given twice (as itself and an
+        alias) or a rate knob set together with bpp raises ValueError naming the pipeline.
+        """
+        knobs = cls.knobs(stage)
+        by_name = {k.name: k for k in knobs}
+        by_name.update({a: k for k in knobs for a in k.aliases})
+        out = {k.name: k.default for k in knobs}
+        given = {}  # knob name -> checked value, for the knobs the caller set (not None)
+        seen = set()
+        for name, value in kwargs.items():
+            knob = by_name.get(name)
+            if knob is None:
+                raise ValueError(cls._unknown_knob(stage, name))
+            if knob.name in seen:
+                raise ValueError(f"{cls.pipeline} knob {knob.name} given twice (as {knob.name} and an alias)")
+            seen.add(knob.name)
+            checked = knob.check(value, cls.pipeline)
+            if checked is not None:
+                given[knob.name] = out[knob.name] = checked
+        if stage == "rate" and "bpp" in given:
+            clash = [name for name in given if name != "bpp"]
+            if clash:
+                raise ValueError(f"give either bpp or {', '.join(clash)}, not both (each sets the size of "
+                                 f"a {cls.pipeline} file)")
+        return out
+
+    @classmethod
+    def _unknown_knob(cls, stage: str, name: str) -> str:
+        own = ", ".join(k.name for k in cls.knobs(stage)) or "none"
+        other = "decode" if stage == "rate" else "rate"
+        if any(name == k.name or name in k.aliases for k in cls.knobs(other)):
+            where = "decompress" if other == "decode" else "compress"
+            return f"{name} is a {other} knob of the {cls.pipeline} pipeline: give it to {where}, not here"
+        return f"{name} is not a knob of the {cls.pipeline} pipeline (its {stage} knobs: {own})"
+
+    @classmethod
+    def describe_params(cls, header) -> dict:
+        """The pipeline's parameter block as plain JSON-able values, for `fastdiffc info`.
+
+        The default shows the raw bytes; pipelines override it with their own decoding.
+        """
+        return {"params_version": header.params_version, "params_hex": header.params.hex()}
 
 
 def model_identity(model) -> tuple[str, int]:

@@ -18,6 +18,12 @@ replays the steps it has, then reconstructs x from z_K by the probability-flow O
 (`flow`, DiffC-F), ancestral sampling (`ancestral`, DiffC-A) or the denoiser mean
 (`denoise`).
 
+Shared randomness (parameter block version 2): z_0 and the ancestral sampler's noise are
+Philox4x32-10 normal streams (`rcc.normal_stream`, domains 3 and 4; RCC itself uses 0..2),
+so they are the same bits on every platform, library version and backend. Files whose
+parameter block is version 1 (written before container v2) drew z_0 from numpy's PCG64 and
+the sampling noise from a torch.Generator; they still decode through that path.
+
 Determinism: the RCC decoder needs only integers from the bitstream (chunk counts,
 indices) plus the seed and step, so a receiver whose float maths differed slightly
 would drift by rounding error, never desynchronise. On one machine the receiver's
@@ -30,24 +36,42 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .. import rcc
-from ..container import Header, overhead_bytes, read, write
+from .. import rcc, rcc_numpy
+from ..container import Header, ModelRef, overhead_bytes, read, write
 from ..diffusion.schedules import get_schedule
 from ..diffusion.vp import posterior_coefficients
-from ..errors import FormatError, ModelMismatchError, UnknownPipelineError
+from ..errors import (
+    DecodeBudgetError,
+    FormatError,
+    InvalidFieldError,
+    MissingModelError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    UnknownPipelineError,
+    UnsupportedVersionError,
+)
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, model_identity, model_threads
+from .base import Codec, Knob, model_identity, model_threads
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
 SCHEME_IDS = {"pfr": 0, "importance": 1}
-DTYPE_IDS = {"float32": 0, "float64": 1}
+DTYPE_IDS = {"float32": 0, "float64": 1}  # the dtype byte of a version-1 parameter block
 METHODS = ("flow", "ancestral", "denoise")
+PARAMS_VERSION = 2  # what this build writes; 1 = numpy PCG64 z_0 + torch.Generator noise (read only)
+PARAMS_VERSIONS = (1, 2)
+# |λ| beyond 30 buys nothing (σ² = sigmoid(−30) ≈ 1e-13 is below float32 resolution of z) and
+# at a few hundred sigmoid(−λ) underflows to 0, making σ_Q = 0 and the step maths infinite.
+LOGSNR_LIMIT = 30.0
+# Decode budget: z and a few model activations of this many pixels still fit a laptop's memory
+# (64 Mpx x 3 channels x 4 bytes = 768 MB per tensor); a file declaring more is refused before
+# anything is allocated.
+MAX_DECODE_PIXELS = 1 << 26
 
 
 def _f32(v: float) -> float:
@@ -78,6 +102,7 @@ class DiffCSettings:
     margin: float = 2.0
     scheme: str = "pfr"
     dtype: str = "float32"
+    params_version: int = PARAMS_VERSION  # 1 only for files written before container v2
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 1 << 64:
@@ -86,6 +111,8 @@ class DiffCSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULE_IDS)}")
         if self.dtype not in DTYPE_IDS:
             raise ValueError(f"dtype must be one of {sorted(DTYPE_IDS)}, got {self.dtype!r}")
+        if self.params_version not in PARAMS_VERSIONS:
+            raise ValueError(f"DiffC parameter version must be one of {PARAMS_VERSIONS}, got {self.params_version!r}")
         if not 1 <= int(self.grid_steps) <= 100_000:
             raise ValueError(f"grid_steps must be in 1..100000, got {self.grid_steps}")
         object.__setattr__(self, "seed", int(self.seed))
@@ -93,12 +120,14 @@ class DiffCSettings:
         object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme))
         for name in ("logsnr_min", "logsnr_max"):
             v = float(getattr(self, name))
-            if not math.isfinite(v):
-                raise ValueError(f"{name} must be finite")
+            if not (math.isfinite(v) and abs(v) <= LOGSNR_LIMIT):
+                raise ValueError(f"{name} must be a log-SNR in [-{LOGSNR_LIMIT:g}, {LOGSNR_LIMIT:g}], got {v}")
             object.__setattr__(self, name, _f32(v))
         get_schedule(self.schedule, self.logsnr_min, self.logsnr_max)  # validates the end points
 
     # -- header serialisation ------------------------------------------------------------
+    # Version 2: seed, schedule, λ range (2 x f32), grid steps, b, margin/16, scheme; the dtype is
+    # the container header's precision. Version 1 had the same fields plus a dtype byte at the end.
     def to_bytes(self) -> bytes:
         from ..container import put_varint
 
@@ -110,13 +139,19 @@ class DiffCSettings:
         out.append(self.rcc_settings.bits_per_chunk)
         put_varint(out, self.rcc_settings.margin_sixteenths)
         out.append(SCHEME_IDS[self.scheme])
-        out.append(DTYPE_IDS[self.dtype])
+        if self.params_version == 1:
+            out.append(DTYPE_IDS[self.dtype])
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> DiffCSettings:
+    def from_bytes(cls, data: bytes, version: int = PARAMS_VERSION, precision: str = "float32") -> DiffCSettings:
+        """Settings from a parameter block of the given version; `precision` is the header's
+        (version 1 blocks carry their own dtype, which must agree with it)."""
         from ..container import Reader
 
+        if version not in PARAMS_VERSIONS:
+            raise UnsupportedVersionError(f"DiffC parameter block version {version} is not supported by this "
+                                          f"build (it reads versions {', '.join(map(str, PARAMS_VERSIONS))})")
         r = Reader(data, what="DiffC parameters")
         seed = r.varint("seed")
         sched = r.u8("schedule")
@@ -124,20 +159,27 @@ class DiffCSettings:
         grid_steps = r.varint("grid steps")
         bits = r.u8("bits per chunk")
         margin = r.varint("margin") / rcc.MARGIN_UNITS
-        scheme, dtype = r.u8("scheme"), r.u8("dtype")
+        scheme = r.u8("scheme")
+        names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme")]
+        if version == 1:
+            names.append((DTYPE_IDS, r.u8("dtype"), "dtype"))
         if not r.done():
             raise FormatError("malformed DiffC parameters: trailing bytes")
-        names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme"), (DTYPE_IDS, dtype, "dtype")]
         decoded = []
         for table, value, what in names:
             inverse = {v: k for k, v in table.items()}
             if value not in inverse:
-                raise FormatError(f"unknown {what} id {value} in DiffC parameters")
+                raise InvalidFieldError(f"unknown {what} id {value} in DiffC parameters")
             decoded.append(inverse[value])
+        dtype = decoded[2] if version == 1 else precision
+        if dtype != precision:
+            raise InvalidFieldError(f"DiffC parameters say {dtype} but the header's precision is {precision}")
+        if dtype not in DTYPE_IDS:
+            raise InvalidFieldError(f"DiffC computes in {' or '.join(DTYPE_IDS)}, not {dtype}")
         try:
-            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], decoded[2])
+            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version)
         except ValueError as e:
-            raise FormatError(f"invalid DiffC parameters: {e}") from None
+            raise InvalidFieldError(f"invalid DiffC parameters: {e}") from None
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -157,11 +199,36 @@ class DiffCSettings:
 
 
 def initial_latent(shape: Sequence[int], settings: DiffCSettings) -> torch.Tensor:
-    """z_0 ~ N(0, I) drawn from the shared seed (costs no bits). numpy's PCG64 + ziggurat
-    is integer-driven and the same on every platform and thread count."""
-    gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([settings.seed, 0x44696666])))
-    z = gen.standard_normal(int(np.prod(shape)), dtype=np.float64).reshape(tuple(shape))
-    return torch.from_numpy(z).to(settings.torch_dtype)
+    """z_0 ~ N(0, I) drawn from the shared seed (costs no bits): the Philox stream of domain
+    DOMAIN_LATENT (version 2), or numpy's PCG64 + ziggurat for version-1 files."""
+    n = int(np.prod(shape))
+    if settings.params_version == 1:
+        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([settings.seed, 0x44696666])))
+        z = gen.standard_normal(n, dtype=np.float64)
+    else:
+        z = rcc.normal_stream(settings.seed, rcc_numpy.DOMAIN_LATENT, n, dtype=np.float64)
+    return torch.from_numpy(z.reshape(tuple(shape))).to(settings.torch_dtype)
+
+
+class PhiloxNoise:
+    """Ancestral-sampling noise from the shared seed: call k returns the k-th Philox stream of
+    domain DOMAIN_SAMPLER, shaped like z (a `generator` for diffusion.samplers)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.calls = 0
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        eps = rcc.normal_stream(self.seed, rcc_numpy.DOMAIN_SAMPLER, z.numel(), stream=self.calls, dtype=np.float64)
+        self.calls += 1
+        return torch.from_numpy(eps.reshape(tuple(z.shape))).to(device=z.device, dtype=z.dtype)
+
+
+def sampler_noise(settings: DiffCSettings):
+    """The ancestral sampler's noise source for these settings (see PhiloxNoise)."""
+    if settings.params_version == 1:
+        return torch.Generator().manual_seed(settings.seed ^ 0x5EED_A5CE)
+    return PhiloxNoise(settings.seed)
 
 
 def _coefficients(lam_from: float, lam_to: float) -> tuple[float, float, float]:
@@ -198,12 +265,15 @@ class Encoding:
 
 
 def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | None = None,
-           stop: Callable[[Encoding], bool] | None = None, backend: str = "auto", progress: bool = False,
+           stop: Callable[[Encoding], bool] | None = None,
+           fits: Callable[[list[bytes]], bool] | None = None, backend: str = "auto", progress: bool = False,
            on_step: Callable[[int, torch.Tensor], None] | None = None) -> Encoding:
     """Run the DiffC sender on x (NCHW in [-1, 1], N = 1).
 
     Stops after `steps` steps, or after the first step at which `stop(encoding_so_far)` is
-    true, or at the end of the grid. `on_step(k, z_k)` sees every communicated latent.
+    true, or before the first step whose segments would make `fits(segments)` false (that
+    step is coded, since its size is unknown before, then dropped), or at the end of the
+    grid. `on_step(k, z_k)` sees every communicated latent that is kept.
     """
     grid = settings.grid()
     max_steps = len(grid) - 1
@@ -218,6 +288,8 @@ def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | N
         x_hat, mean_p, std, c_x = _model_step(denoiser, z, grid[k - 1], grid[k])
         mu = ((c_x / std) * (x.to(torch.float64) - x_hat.to(torch.float64))).reshape(-1).to(torch.float32).numpy()
         coded = rcc.encode(mu, step=k, backend=backend, **settings.rcc_kwargs())
+        if fits is not None and not fits([*enc.segments, bytes(coded.payload)]):
+            break
         z = _apply_sample(mean_p, std, coded.sample)
         enc.segments.append(bytes(coded.payload))
         enc.kl_bits.append(float(coded.kl_bits))
@@ -306,9 +378,7 @@ def reconstruct(denoiser, z: torch.Tensor, logsnr: float, settings: DiffCSetting
         if method == "flow":
             logsnr = flow_start(settings, logsnr, flow_logsnr_offset)
         lams = reconstruction_grid(settings, logsnr, recon_steps)
-        gen = None
-        if method == "ancestral":
-            gen = torch.Generator().manual_seed(settings.seed ^ 0x5EED_A5CE)
+        gen = sampler_noise(settings) if method == "ancestral" else None
         return samplers.sample(denoiser, z, lams, method=method, generator=gen, solver=solver, progress=progress)
 
 
@@ -327,11 +397,44 @@ def settings_with(settings: DiffCSettings, **changes) -> DiffCSettings:
 # ------------------------------------------------------------------------------ the codec (images, files, models)
 
 DEFAULT_BPP = 0.25
+DEFAULT_RECON_STEPS = 20
 # Flow decoding starts at λ_K − 0.25. On the 7 held-out photos (≤ 256 px, the shipped hybrid
 # model), over no offset at steps 10 / 13 / 16 / 18: δ = 0.25 +0.37 / +0.59 / +0.52 / +0.45 dB,
 # δ = 0.15 +0.36 / +0.58 / +0.47 / +0.40, δ = 0.35 +0.21 / +0.41 / +0.43 / +0.40 (the previous
 # UNet peaked at 0.2–0.3 too). The denoiser mean gets worse with any offset, so it keeps none.
 DEFAULT_FLOW_LOGSNR_OFFSET = 0.25
+
+RATE_KNOBS = (
+    Knob("steps", int, "rate", minimum=1,
+         help="number of diffusion steps to transmit (1..the grid's steps, 32 by default); instead of bpp"),
+)
+DECODE_KNOBS = (
+    Knob("method", str, "decode", default="flow", choices=METHODS,
+         help="reconstruction from the last transmitted step: flow (probability-flow ODE), "
+              "ancestral (seeded sampling) or denoise (the denoiser mean)"),
+    Knob("max_steps", int, "decode", minimum=0,
+         help="decode only the first K steps (progressive; default: all the file holds)"),
+    Knob("recon_steps", int, "decode", minimum=1, maximum=1000,
+         help=f"sampler steps of flow/ancestral (default {DEFAULT_RECON_STEPS}); 0 is refused: "
+              "method=denoise is the denoiser mean"),
+    Knob("flow_offset", float, "decode", minimum=0.0, maximum=2 * LOGSNR_LIMIT, aliases=("flow_logsnr_offset",),
+         help=f"start the flow ODE at log-SNR λ_K − offset (default {DEFAULT_FLOW_LOGSNR_OFFSET:g}; "
+              "0 = the paper's decoder)"),
+    Knob("allow_truncated", bool, "decode", default=False,
+         help="decode the complete steps of a truncated file instead of refusing it"),
+)
+
+
+def supports_float64(model) -> bool:
+    """Whether a denoiser can compute in float64: its own `supports_float64` if it declares one,
+    else a torch module qualifies only when all its floating-point parameters are float64
+    (the UNet's float32 convolutions cannot take float64 inputs; the Gaussian model has none)."""
+    declared = getattr(model, "supports_float64", None)
+    if declared is not None:
+        return bool(declared)
+    if isinstance(model, torch.nn.Module):
+        return all(p.dtype == torch.float64 for p in model.parameters() if p.is_floating_point())
+    return True
 
 
 class DiffCCodec(Codec):
@@ -339,80 +442,130 @@ class DiffCCodec(Codec):
 
     `model`: None (the default model for compressing; the model named in the file for
     decompressing), a registry name, or a Denoiser object with `.name` / `.content_hash`.
-    `settings`: fields of DiffCSettings (seed, grid_steps, bits_per_chunk, ...), plus the
-    decoder-side `recon_steps`, `solver`, `flow_logsnr_offset`, `backend` and `progress`. The
-    flow ODE defaults to DPM-Solver++(2M) with 20 steps: one model call per step, and on photos
-    within 0.01 dB of Heun with 50 steps (measured). It starts at λ_K − `flow_logsnr_offset`
-    (see `reconstruct`; the default was chosen on the held-out photos, never the evaluation ones).
+    `settings`: fields of DiffCSettings (seed, grid_steps, bits_per_chunk, dtype, ...), plus the
+    decoder-side defaults `recon_steps` and `flow_offset` (alias `flow_logsnr_offset`), and
+    `solver`, `backend`, `progress`. The flow ODE defaults to DPM-Solver++(2M) with 20 steps:
+    one model call per step, and on photos within 0.01 dB of Heun with 50 steps (measured). It
+    starts at λ_K − `flow_offset` (see `reconstruct`; the default was chosen on the held-out
+    photos, never the evaluation ones). dtype="float64" needs a model that runs in float64
+    (the analytic Gaussian one; not the UNet or the hybrid).
+
+    Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None) — `bpp` is a ceiling:
+    the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when neither
+    is given); decompress(data, *, method, max_steps, recon_steps, flow_offset, allow_truncated).
     """
 
     pipeline = "diffc"
+    rate_knobs = RATE_KNOBS
+    decode_knobs = DECODE_KNOBS
 
-    def __init__(self, model=None, *, recon_steps: int = 20, solver: str = "dpm++2m",
-                 flow_logsnr_offset: float = DEFAULT_FLOW_LOGSNR_OFFSET, backend: str = "auto",
-                 progress: bool = False, **settings):
+    def __init__(self, model=None, *, recon_steps: int = DEFAULT_RECON_STEPS, solver: str = "dpm++2m",
+                 flow_offset: float | None = None, flow_logsnr_offset: float | None = None,
+                 backend: str = "auto", progress: bool = False, **settings):
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
         self.settings = DiffCSettings(**settings)
-        self.recon_steps = int(recon_steps)
+        if self.settings.params_version != PARAMS_VERSION:
+            raise ValueError(f"DiffC writes parameter version {PARAMS_VERSION} only "
+                             f"(version {self.settings.params_version} files are read, never written)")
+        if self.settings.dtype == "bfloat16":
+            raise ValueError("DiffC computes in float32 or float64")
+        offsets = {"flow_offset": flow_offset, "flow_logsnr_offset": flow_logsnr_offset}
+        decode_defaults = self.check_knobs("decode", {"recon_steps": recon_steps,
+                                                      **{k: v for k, v in offsets.items() if v is not None}})
+        self.recon_steps = decode_defaults["recon_steps"]
+        self.flow_logsnr_offset = (DEFAULT_FLOW_LOGSNR_OFFSET if decode_defaults["flow_offset"] is None
+                                   else decode_defaults["flow_offset"])
         self.solver = solver
-        self.flow_logsnr_offset = check_flow_offset(flow_logsnr_offset)  # now, not at decode time
         self.backend = backend
         self.progress = progress
+        if self._model is not None:
+            self._check_precision(self._model)
 
     # -- models --------------------------------------------------------------------------
+    def _check_precision(self, model, settings: DiffCSettings | None = None, error=ValueError):
+        settings = settings or self.settings
+        if settings.dtype == "float64" and not supports_float64(model):
+            name, _ = model_identity(model)
+            raise error(f"model {name!r} cannot compute in float64 (its weights are float32); "
+                        "use dtype='float32', or float64 with the analytic Gaussian model")
+
     def model_for_encoding(self):
         if self._model is None:
             from ..models.registry import load_model
 
             self._model = load_model(self._model_arg or default_model_name())
+            self._check_precision(self._model)
         return self._model
 
     def model_for_file(self, header: Header):
         """The model the file was written with: ours if its hash matches, else loaded by name."""
+        ref = header.model("denoiser")
+        if ref is None:
+            raise InvalidFieldError("this DiffC file names no denoiser model")
         if self._model is None and self._model_arg is None:
             from ..models.registry import load_model
 
-            model = load_model(header.model_name)
+            try:
+                model = load_model(ref.name)
+            except ModelNotFoundError as e:
+                raise MissingModelError(f"this file needs model {ref.name!r} (hash {ref.hash:016x}), "
+                                        f"which this install lacks ({e})") from None
         else:
             model = self.model_for_encoding()
         name, h = model_identity(model)
-        if h != header.model_hash:
+        if h != ref.hash:
             raise ModelMismatchError(
-                f"the file was written with model {header.model_name!r} (hash {header.model_hash:016x}); "
+                f"the file was written with model {ref.name!r} (hash {ref.hash:016x}); "
                 f"the given model is {name!r} (hash {h:016x})"
             )
         return model
 
     # -- compress ------------------------------------------------------------------------
+    def _header(self, model, prep) -> Header:
+        name, h = model_identity(model)
+        return Header("diffc", (ModelRef("denoiser", name, h),), prep.height, prep.width, prep.channels,
+                      precision=self.settings.dtype, params_version=PARAMS_VERSION, params=self.settings.to_bytes())
+
     def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None) -> tuple[bytes, Encoding]:
         """`compress`, also returning the sender's Encoding (per-step KL, chunks, final z)."""
-        if bpp is not None and steps is not None:
-            raise ValueError("give either bpp or steps, not both")
+        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps})
+        bpp, steps = knobs["bpp"], knobs["steps"]
         if bpp is None and steps is None:
             bpp = DEFAULT_BPP
-        if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
-            raise ValueError(f"bpp must be a positive number, got {bpp}")
         prep = prepare_image(image)
         model = self.model_for_encoding()
-        name, h = model_identity(model)
-        header = Header("diffc", name, h, prep.height, prep.width, prep.channels, self.settings.to_bytes())
-        stop = None
+        header = self._header(model, prep)
+        fits = None
         if bpp is not None:
-            target = bpp * prep.height * prep.width / 8.0
+            pixels = prep.height * prep.width
+            ceiling = bpp * pixels / 8.0
 
-            def stop(enc):  # stop once the whole file reaches the target size
-                lengths = [len(s) for s in enc.segments]
-                return overhead_bytes(header, lengths) + sum(lengths) >= target
+            def fits(segments):  # the whole file with these steps is within the ceiling
+                lengths = [len(s) for s in segments]
+                size = overhead_bytes(header, lengths) + sum(lengths)
+                if size > ceiling and len(segments) == 1:
+                    raise ValueError(f"bpp {bpp:g} is below the smallest file this image can have: one step "
+                                     f"makes {size} bytes = {8 * size / pixels:.4g} bpp")
+                return size <= ceiling
 
-        enc = encode(model, prep.tensor, self.settings, steps=steps, stop=stop, backend=self.backend,
+        enc = encode(model, prep.tensor, self.settings, steps=steps, fits=fits, backend=self.backend,
                      progress=self.progress)
         return write(header, enc.segments), enc
 
-    def compress(self, image, *, bpp: float | None = None, steps: int | None = None) -> bytes:
-        return self.encode_image(image, bpp=bpp, steps=steps)[0]
+    def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
+        """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp)."""
+        knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
+        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"])[0]
 
     # -- decompress ----------------------------------------------------------------------
+    @classmethod
+    def describe_params(cls, header: Header) -> dict:
+        settings = DiffCSettings.from_bytes(header.params, header.params_version, header.precision)
+        out = {f.name: getattr(settings, f.name) for f in fields(settings)}
+        out["shared_randomness"] = "numpy PCG64 + torch.Generator" if settings.params_version == 1 else "philox"
+        return out
+
     def open(self, data: bytes, *, allow_truncated: bool = False):
         """Parse a DiffC file: (FdcFile, DiffCSettings, model)."""
         f = read(data, allow_truncated=allow_truncated)
@@ -420,45 +573,58 @@ class DiffCCodec(Codec):
             raise UnknownPipelineError(
                 f"this file was written by the {f.header.pipeline!r} pipeline; use load_codec({f.header.pipeline!r})"
             )
-        settings = DiffCSettings.from_bytes(f.header.params)
-        return f, settings, self.model_for_file(f.header)
+        h = f.header
+        if h.height * h.width > MAX_DECODE_PIXELS:
+            raise DecodeBudgetError(f"the file declares a {h.width}x{h.height} image, more than the "
+                                    f"{MAX_DECODE_PIXELS} pixels this decoder accepts")
+        settings = DiffCSettings.from_bytes(h.params, h.params_version, h.precision)
+        model = self.model_for_file(h)
+        self._check_precision(model, settings, error=InvalidFieldError)
+        return f, settings, model
 
     def decode_latent(self, data: bytes, *, max_steps: int | None = None, allow_truncated: bool = False):
         """Replay the steps: (z_K, λ_K, FdcFile, settings, model)."""
+        max_steps = self.check_knobs("decode", {"max_steps": max_steps})["max_steps"]
         f, settings, model = self.open(data, allow_truncated=allow_truncated)
-        if max_steps is not None and max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {max_steps}")
         segments = f.segments if max_steps is None else f.segments[:max_steps]
         shape = (1, 3, f.header.height, f.header.width)
         z, lam = replay(model, segments, shape, settings, backend=self.backend, progress=self.progress)
         return z, lam, f, settings, model
 
-    def decompress(self, data: bytes, *, method: str = "flow", max_steps: int | None = None,
-                   allow_truncated: bool = False) -> Image.Image:
-        if method not in METHODS:
-            raise ValueError(f"unknown reconstruction method {method!r}; choose from {METHODS}")
-        z, lam, f, settings, model = self.decode_latent(data, max_steps=max_steps, allow_truncated=allow_truncated)
-        x = reconstruct(model, z, lam, settings, method=method, recon_steps=self.recon_steps, solver=self.solver,
-                        flow_logsnr_offset=self.flow_logsnr_offset,
-                        progress=self.progress)
+    def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
+        """The image of a DiffC file; knobs: method ("flow"), max_steps (all), recon_steps and
+        flow_offset (the constructor's), allow_truncated (False)."""
+        k = self.check_knobs("decode", decode_knobs)
+        z, lam, f, settings, model = self.decode_latent(data, max_steps=k["max_steps"],
+                                                        allow_truncated=k["allow_truncated"])
+        x = reconstruct(model, z, lam, settings, method=k["method"], recon_steps=self._recon_steps(k),
+                        solver=self.solver, flow_logsnr_offset=self._flow_offset(k), progress=self.progress)
         return tensor_to_pil(x, f.header.channels)
 
+    def _recon_steps(self, knobs: dict) -> int:
+        return self.recon_steps if knobs["recon_steps"] is None else knobs["recon_steps"]
+
+    def _flow_offset(self, knobs: dict) -> float:
+        return self.flow_logsnr_offset if knobs["flow_offset"] is None else knobs["flow_offset"]
+
     def decompress_progressive(self, data: bytes, steps: Sequence[int], *, method: str = "flow",
-                               allow_truncated: bool = False) -> dict[int, Image.Image]:
+                               allow_truncated: bool = False, **decode_knobs) -> dict[int, Image.Image]:
         """Reconstructions after each of `steps` transmitted steps, replaying the file once
-        (an RD curve from one encode: pair with container.step_file_sizes)."""
-        if method not in METHODS:
-            raise ValueError(f"unknown reconstruction method {method!r}; choose from {METHODS}")
-        f, settings, model = self.open(data, allow_truncated=allow_truncated)
-        wanted = sorted(set(int(k) for k in steps))
+        (an RD curve from one encode: pair with container.step_file_sizes). Takes the decode
+        knobs except max_steps."""
+        if "max_steps" in decode_knobs:
+            raise ValueError("decompress_progressive takes the steps to decode, not max_steps")
+        k = self.check_knobs("decode", {"method": method, "allow_truncated": allow_truncated, **decode_knobs})
+        f, settings, model = self.open(data, allow_truncated=k["allow_truncated"])
+        wanted = sorted(set(int(s) for s in steps))
         if wanted and not 0 <= wanted[0] <= wanted[-1] <= len(f.segments):
             raise ValueError(f"steps must lie in 0..{len(f.segments)}")
         latents = {}
         shape = (1, 3, f.header.height, f.header.width)
 
-        def keep(k, z):
-            if k in wanted:
-                latents[k] = z
+        def keep(step, z):
+            if step in wanted:
+                latents[step] = z
 
         if 0 in wanted:
             latents[0] = initial_latent(shape, settings)
@@ -466,10 +632,11 @@ class DiffCCodec(Codec):
         replay(model, f.segments[:n], shape, settings, backend=self.backend, progress=self.progress, on_step=keep)
         grid = settings.grid()
         out = {}
-        for k in wanted:
-            x = reconstruct(model, latents[k], grid[k], settings, method=method, recon_steps=self.recon_steps,
-                            solver=self.solver, flow_logsnr_offset=self.flow_logsnr_offset)
-            out[k] = tensor_to_pil(x, f.header.channels)
+        for step in wanted:
+            x = reconstruct(model, latents[step], grid[step], settings, method=k["method"],
+                            recon_steps=self._recon_steps(k), solver=self.solver,
+                            flow_logsnr_offset=self._flow_offset(k))
+            out[step] = tensor_to_pil(x, f.header.channels)
         return out
 
 
