@@ -1,6 +1,7 @@
 """CLI: compress / decompress / info round trip with the shipped Gaussian model; one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     data = compressed.read_bytes()
     h, lengths = container.read_header(data)
     assert (h.pipeline, h.model_name, h.width, h.height, len(lengths)) == ("diffc", "gaussian", 48, 32, 20)
+    assert data[3] == 2 and h.params_version == 2 and h.precision == "float32"
     png = tmp_path / "out.png"
     assert main(["decompress", str(compressed), "-o", str(png), "--method", "denoise", "--quiet"]) == 0
     assert Image.open(png).size == (48, 32)
@@ -45,9 +47,14 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     assert main(["info", str(compressed), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["segments"] == 20 and info["complete"] and info["bytes"] == len(data)
-    assert info["settings"]["seed"] == 5 and info["model"] == "gaussian"
+    assert info["params"]["seed"] == 5 and info["model"] == "gaussian" and info["container_version"] == 2
+    assert info["models"] == [{"role": "denoiser", "name": "gaussian", "hash": f"{h.model_hash:016x}", "version": ""}]
+    assert info["precision"] == "float32" and info["params_version"] == 2
+    assert info["params"]["shared_randomness"] == "philox" and info["params"]["grid_steps"] == 32
     assert main(["info", str(compressed)]) == 0
-    assert "steps      20" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "segments   20" in text and f"model      denoiser: gaussian (hash {h.model_hash:016x})" in text
+    assert "precision  float32" in text and "params     version 2" in text and "bits_per_chunk" in text
 
 
 def test_max_steps_and_truncated_file(compressed, tmp_path, capsys):
@@ -101,3 +108,144 @@ def test_python_m_entry_point_error_exit(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fastdiffc", "info", str(tmp_path / "none.fdc")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_info_on_a_version_1_file(capsys):
+    golden = Path(__file__).parent / "golden" / "diffc_v1_pixel_gaussian_32x48.fdc"
+    assert main(["info", str(golden), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["container_version"] == 1 and info["params_version"] == 1
+    assert info["params"]["shared_randomness"].startswith("numpy PCG64") and info["params"]["seed"] == 7
+
+
+def test_help_lists_knobs_from_declarations(capsys):
+    from fastdiffc.pipelines import available_pipelines
+
+    for command, stage in (("compress", "rate"), ("decompress", "decode")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for cls in available_pipelines().values():
+            for knob in cls.knobs(stage):
+                assert knob.flag in text, knob.flag
+                assert " ".join(knob.help.split())[:40] in text
+        assert "--recon-steps" in text if stage == "decode" else "--steps N" in text
+        assert "(diffc" in text
+
+
+def test_knob_flags_checked_by_the_pipeline(compressed, small_png, tmp_path, capsys):
+    out = str(tmp_path / "x.png")
+    _one_line_error(["decompress", str(compressed), "-o", out, "--recon-steps", "-5"], capsys,
+                    "diffc knob recon_steps must be an integer in 1..1000, got -5")
+    _one_line_error(["decompress", str(compressed), "-o", out, "--recon-steps", "many"], capsys, "recon_steps")
+    _one_line_error(["decompress", str(compressed), "-o", out, "--method", "magic"], capsys, "method")
+    _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--bpp", "0.5", "--steps", "3"],
+                    capsys, "either bpp or steps")
+    _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--steps", "0"], capsys, "steps")
+    _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--model", "gaussian",
+                     "--bpp", "0.001", "--quiet"], capsys, "smallest")
+    _one_line_error(["decompress", str(compressed), "-o", out, "--pipeline", "dirac"], capsys,
+                    "written by the diffc pipeline; --pipeline dirac contradicts it")
+    _one_line_error(["decompress", str(small_png), "-o", out], capsys,
+                    "not an .fdc file (bad magic); to enhance a JPEG/WebP", "--pipeline dirac")
+    _one_line_error(["decompress", str(compressed), "-o", str(tmp_path / "x.notanimage")], capsys, "extension")
+
+
+def test_flag_of_another_pipeline_is_a_one_line_error(compressed, tmp_path, capsys, monkeypatch):
+    """A knob only another pipeline declares: its flag exists, and using it with DiffC is refused."""
+    from fastdiffc.pipelines import PIPELINES, Knob
+    from fastdiffc.pipelines.base import Codec
+
+    class FakeDirac(Codec):
+        pipeline = "dirac"
+        rate_knobs = (Knob("quality", int, "rate", "base codec quality", minimum=0, maximum=100),)
+        decode_knobs = (Knob("decode_steps", int, "decode", "diffusion steps after the base decode", minimum=0,
+                             maximum=20),)
+
+        def __init__(self, model=None, **settings):
+            self.settings = settings
+
+        def compress(self, image, *, bpp=None, **rate_knobs):
+            raise AssertionError("not used")
+
+        def decompress(self, data, **decode_knobs):
+            k = self.check_knobs("decode", decode_knobs)
+            return Image.new("RGB", (3 + k["decode_steps"], 2))
+
+    import types
+
+    module = types.ModuleType("fake_dirac_module")
+    module.FakeDirac = FakeDirac
+    monkeypatch.setitem(sys.modules, "fake_dirac_module", module)
+    monkeypatch.setitem(PIPELINES, "dirac", "fake_dirac_module:FakeDirac")
+    out = str(tmp_path / "x.png")
+    with pytest.raises(SystemExit):
+        main(["decompress", "--help"])
+    assert "diffusion steps after the base decode (dirac: 0..20)" in " ".join(capsys.readouterr().out.split())
+    _one_line_error(["decompress", str(compressed), "-o", out, "--decode-steps", "3"], capsys,
+                    "--decode-steps does not apply to the diffc pipeline (its decode flags: --method")
+    _one_line_error(["compress", str(compressed), "-o", out, "--quality", "3"], capsys,
+                    "--quality does not apply to the diffc pipeline")
+    # A plain (non-.fdc) file goes to the named pipeline with its knobs, parsed by its declaration.
+    jpeg = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(jpeg)
+    assert main(["decompress", str(jpeg), "-o", out, "--pipeline", "dirac", "--decode-steps", "4", "--quiet"]) == 0
+    assert Image.open(out).size == (7, 2)
+    _one_line_error(["decompress", str(jpeg), "-o", out, "--pipeline", "dirac", "--decode-steps", "-5"], capsys,
+                    "dirac knob decode_steps must be an integer in 0..20, got -5")
+    _one_line_error(["decompress", str(jpeg), "-o", out, "--pipeline", "dirac", "--max-steps", "2"], capsys,
+                    "--max-steps does not apply to the dirac pipeline")
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_them(compressed, tmp_path, capsys, monkeypatch):
+    from fastdiffc.pipelines.diffc import DiffCCodec
+
+    def boom(self, data, **knobs):
+        raise MemoryError()
+
+    monkeypatch.setattr(DiffCCodec, "decompress", boom)
+    argv = ["decompress", str(compressed), "-o", str(tmp_path / "x.png"), "--quiet"]
+    _one_line_error(argv, capsys, "out of memory")
+    with pytest.raises(MemoryError):
+        main(["--debug", *argv])
+    with pytest.raises(MemoryError):
+        main([*argv, "--debug"])
+
+    def crash(self, data, **knobs):
+        raise RuntimeError("kernel exploded\nwith details\n  on three lines")
+
+    monkeypatch.setattr(DiffCCodec, "decompress", crash)
+    _one_line_error(argv, capsys, "RuntimeError: kernel exploded with details on three lines", "--debug")
+    monkeypatch.setattr(DiffCCodec, "decompress", lambda self, data, **k: {}["missing"])
+    _one_line_error(argv, capsys, "KeyError")
+
+
+def test_debug_prints_a_traceback_in_a_real_process(tmp_path):
+    bad = tmp_path / "bad.fdc"
+    bad.write_bytes(b"FDC\x09" + bytes(20))
+    r = subprocess.run([sys.executable, "-m", "fastdiffc", "--debug", "info", str(bad)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "UnsupportedVersionError" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fastdiffc", "info", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "fastdiffc info: error: .fdc version 9 is not supported by this build (it reads versions 1, 2); "
+        "a newer fastdiffc may read it"]
+
+
+def test_threads_flag(compressed, tmp_path, capsys):
+    import torch
+    from fastdiffc import _core
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        assert main(["--threads", "1", "info", str(compressed)]) == 0
+        assert torch.get_num_threads() == 1 and _core.openmp_max_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        _core.set_openmp_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+    capsys.readouterr()
+    for bad in ("0", "-2", "two", "100000"):
+        _one_line_error(["--threads", bad, "info", str(compressed)], capsys, "--threads must be an integer in 1..")

@@ -53,7 +53,7 @@ def test_round_trip_several_model_refs():
     no_denoiser = _header(pipeline="cdc", models=refs[2:4])
     assert fdc.read(fdc.write(no_denoiser, [])).header.model("denoiser") is None
     with pytest.raises(AttributeError, match="no denoiser"):
-        no_denoiser.model_name
+        _ = no_denoiser.model_name
     assert fdc.read(fdc.write(_header(models=()), [])).header.models == ()
 
 

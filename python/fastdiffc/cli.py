@@ -1,18 +1,22 @@
 """The `fastdiffc` command line (DESIGN §7).
 
 Each subcommand lives in fastdiffc/commands/<name>.py and exposes
-`add_parser(subparsers)` (which sets `func`) — cli.py only wires them together and
-turns every expected error into one line on stderr and a non-zero exit.
+`add_parser(subparsers)` (which sets `func`) — cli.py only wires them together, applies
+the global flags (--threads, --debug) and turns *every* error escaping a command into one
+line on stderr and a non-zero exit (docs/design.md §7); --debug shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
 from .errors import FastDiffCError
+
+MAX_THREADS = 1024
 
 # Subcommand modules, in the order `fastdiffc --help` lists them.
 COMMAND_MODULES = [
@@ -34,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastdiffc", description="Lossy image compression with diffusion models."
     )
     parser.add_argument("--version", action="version", version=f"fastdiffc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
+    parser.add_argument("--threads", dest="global_threads", default=None, metavar="N",
+                        help="threads for torch and OpenMP (default: what they pick, usually all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -43,7 +50,40 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not implemented in this build
             raise
         mod.add_parser(sub)
+    for p in sub.choices.values():  # `fastdiffc compress ... --debug` works as well as `fastdiffc --debug compress`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def set_threads(text: str) -> int:
+    """Apply --threads N to torch, fastdiffc's OpenMP code and child processes."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"--threads must be an integer in 1..{MAX_THREADS}, got {text!r}")
+    os.environ["OMP_NUM_THREADS"] = str(n)  # inherited by worker processes
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from . import _core
+    except ImportError:  # no native module: nothing of ours runs OpenMP
+        return n
+    _core.set_openmp_threads(n)
+    return n
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its message for expected errors (bad input, missing files,
+    corrupt streams); type and message for anything else, with the way to see more."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    if isinstance(e, (FastDiffCError, ValueError, OSError)) and text:
+        return text
+    if isinstance(e, MemoryError):
+        return f"out of memory{': ' + text if text else ''} (try a smaller image or fewer --threads)"
+    return f"{type(e).__name__}: {text or 'no message'} (an internal error; --debug shows the traceback)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.global_threads is not None:
+            set_threads(args.global_threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("fastdiffc: interrupted", file=sys.stderr)
         return 130
-    except (FastDiffCError, ValueError, OSError) as e:
-        # Expected failures (bad input, missing files, corrupt streams): one line, no traceback.
-        print(f"fastdiffc {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # every error, expected or not: one line unless --debug
+        if args.debug:
+            raise
+        print(f"fastdiffc {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -1,19 +1,24 @@
-"""`fastdiffc compress IN -o OUT.fdc [--pipeline P] [--model NAME] [--bpp X | --steps K] [--seed S]`."""
+"""`fastdiffc compress IN -o OUT.fdc [--pipeline P] [--model NAME] [--bpp X | rate knobs] [--seed S]`.
+
+The rate flags (--bpp, --steps, --quality, ...) come from the pipelines' knob declarations.
+"""
 
 import os
 
+from .knobs import add_knob_flags, knobs_for
+
 
 def add_parser(sub):
+    from ..pipelines import PIPELINES
+
     p = sub.add_parser("compress", help="compress an image into an .fdc file")
     p.add_argument("input", help="image file (PNG, JPEG, ...)")
     p.add_argument("-o", "--output", required=True, help="output .fdc file")
-    p.add_argument("--pipeline", default="diffc", choices=["diffc", "dirac", "cdc"])
+    p.add_argument("--pipeline", default="diffc", choices=list(PIPELINES), help="pipeline (default: diffc)")
     p.add_argument("--model", default=None, help="model name (see `fastdiffc models`); default: the shipped default")
-    rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, default=None, help="target bits per pixel (default 0.25)")
-    rate.add_argument("--steps", type=int, default=None, help="number of DiffC steps to transmit")
     p.add_argument("--seed", type=int, default=0, help="shared seed stored in the file (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_knob_flags(p, "rate")
     p.set_defaults(func=run)
 
 
@@ -21,13 +26,18 @@ def run(args):
     from ..image_io import load_image
     from ..pipelines import load_codec
 
+    knobs = knobs_for(args, args.pipeline, "rate")  # a flag the pipeline lacks fails before any work
     image = load_image(args.input)  # fail on a non-image before loading any model
     codec = load_codec(args.pipeline, args.model, seed=args.seed, progress=not args.quiet)
-    data = codec.compress(image, bpp=args.bpp, steps=args.steps)
+    data = codec.compress(image, **knobs)
     tmp = args.output + ".part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.output)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     if not args.quiet:
         bpp = 8 * len(data) / (image.width * image.height)
         print(f"{args.output}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")

@@ -1,47 +1,67 @@
-"""`fastdiffc decompress IN.fdc -o OUT.png [--method flow|ancestral|denoise] [--max-steps K]`."""
+"""`fastdiffc decompress IN -o OUT.png [--pipeline P] [decode knobs]`.
+
+An .fdc file names its pipeline; any other input (a plain JPEG/WebP/AVIF/HEIC/JPEG XL file
+for DIRAC) needs --pipeline. The decode flags (--method, --max-steps, --decode-steps, ...)
+come from the pipelines' knob declarations.
+"""
 
 import os
 import sys
 
+from .knobs import add_knob_flags, knobs_for
+
 
 def add_parser(sub):
-    p = sub.add_parser("decompress", help="decode an .fdc file to an image")
-    p.add_argument("input", help=".fdc file")
+    from ..pipelines import PIPELINES
+
+    p = sub.add_parser("decompress", help="decode an .fdc file (or, with --pipeline dirac, enhance a JPEG etc.)")
+    p.add_argument("input", help=".fdc file, or a plain image file with --pipeline")
     p.add_argument("-o", "--output", required=True, help="output image (format from the extension, e.g. .png)")
-    p.add_argument("--method", default="flow", choices=["flow", "ancestral", "denoise"],
-                   help="reconstruction from the last transmitted step (default: flow)")
-    p.add_argument("--max-steps", type=int, default=None, help="decode only the first K steps (progressive)")
+    p.add_argument("--pipeline", default=None, choices=list(PIPELINES),
+                   help="pipeline for an input that is not an .fdc file (an .fdc file names its own)")
     p.add_argument("--model", default=None, help="model to use (default: the one named in the file)")
-    p.add_argument("--recon-steps", type=int, default=20, help="sampler steps for flow/ancestral (default 20)")
-    p.add_argument("--flow-offset", type=float, default=None, metavar="DELTA",
-                   help="start the flow ODE at log-SNR λ_K − DELTA (DiffC; default 0.25, 0 = the paper's decoder)")
-    p.add_argument("--allow-truncated", action="store_true",
-                   help="decode the complete steps of a truncated file instead of refusing it")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_knob_flags(p, "decode")
     p.set_defaults(func=run)
 
 
+def _pipeline(data: bytes, requested: str | None) -> str:
+    from ..container import is_fdc, read_header
+    from ..errors import BadMagicError
+
+    if not is_fdc(data):
+        if requested is None:
+            raise BadMagicError("not an .fdc file (bad magic); to enhance a JPEG/WebP/AVIF/HEIC/JPEG XL file "
+                                "use --pipeline dirac")
+        return requested
+    header, _ = read_header(data)
+    if requested is not None and requested != header.pipeline:
+        raise ValueError(f"the file was written by the {header.pipeline} pipeline; --pipeline {requested} "
+                         "contradicts it (leave --pipeline out for .fdc files)")
+    return header.pipeline
+
+
 def run(args):
-    from ..container import read_header
+    from PIL import Image
+
     from ..errors import TruncatedError
     from ..pipelines import load_codec
 
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in Image.registered_extensions():  # before decoding, not after
+        raise ValueError(f"{args.output}: give the output an image extension such as .png")
     with open(args.input, "rb") as f:
         data = f.read()
-    header, _ = read_header(data)
-    options = {} if args.flow_offset is None else {"flow_logsnr_offset": args.flow_offset}
-    codec = load_codec(header.pipeline, args.model, recon_steps=args.recon_steps, progress=not args.quiet, **options)
+    pipeline = _pipeline(data, args.pipeline)
+    knobs = knobs_for(args, pipeline, "decode")
+    codec = load_codec(pipeline, args.model, progress=not args.quiet)
     try:
-        image = codec.decompress(data, method=args.method, max_steps=args.max_steps,
-                                 allow_truncated=args.allow_truncated)
+        image = codec.decompress(data, **knobs)
     except TruncatedError as e:
-        if args.allow_truncated:
+        if knobs.get("allow_truncated") or "allow_truncated" not in {k.name for k in codec.decode_knobs}:
             raise
         raise TruncatedError(f"{e}; --allow-truncated decodes the complete steps") from None
-    ext = os.path.splitext(args.output)[1].lower()
-    if not ext:
-        raise ValueError(f"{args.output}: give the output an image extension such as .png")
     image.save(args.output)
     if not args.quiet:
-        print(f"{args.output}: {image.width}x{image.height} {image.mode} ({args.method})", file=sys.stderr)
+        print(f"{args.output}: {image.width}x{image.height} {image.mode} ({pipeline})", file=sys.stderr)
     return 0

@@ -40,6 +40,9 @@ class Knob:
     minimum: float | None = None
     maximum: float | None = None
     aliases: tuple[str, ...] = ()
+    # A rate knob that sets the file size (DiffC steps, DIRAC quality) cannot be combined with
+    # bpp; one that only picks how (DIRAC's base codec) can: `--base avif --bpp 0.15`.
+    sets_size: bool = True
 
     def __post_init__(self):
         if self.type not in _TYPE_WORDS:
@@ -118,8 +121,8 @@ class Knob:
 
 BPP = Knob(
     "bpp", float, "rate", minimum=0.0,
-    help="size ceiling in bits per pixel: the file is the largest one whose size is <= bpp*H*W/8 bytes "
-         "(ValueError naming the smallest achievable bpp if none fits)",
+    help="size ceiling in bits per pixel: the file is the largest one of at most bpp*H*W/8 bytes "
+         "(an error names the smallest achievable bpp if none fits)",
 )
 
 
@@ -181,7 +184,7 @@ class Codec(ABC):
             if checked is not None:
                 given[knob.name] = out[knob.name] = checked
         if stage == "rate" and "bpp" in given:
-            clash = [name for name in given if name != "bpp"]
+            clash = [name for name in given if name != "bpp" and by_name[name].sets_size]
             if clash:
                 raise ValueError(f"give either bpp or {', '.join(clash)}, not both (each sets the size of "
                                  f"a {cls.pipeline} file)")
@@ -203,6 +206,29 @@ class Codec(ABC):
         The default shows the raw bytes; pipelines override it with their own decoding.
         """
         return {"params_version": header.params_version, "params_hex": header.params.hex()}
+
+
+def resolve_model(ref, given=None, given_name: str | None = None):
+    """The model for a file's model reference `ref` (container.ModelRef): the caller's model
+    object `given` or registry name `given_name` if one was passed, else the shipped model with
+    the recorded name and content hash (a retired default is found by its hash). A model whose
+    hash differs is refused (ModelMismatchError); one this install lacks is a MissingModelError
+    naming what the file needs."""
+    from ..errors import MissingModelError, ModelMismatchError, ModelNotFoundError
+    from ..models.registry import load_model, load_model_for_file
+
+    if given is None and given_name is None:
+        try:
+            return load_model_for_file(ref.name, ref.hash)
+        except ModelNotFoundError as e:
+            raise MissingModelError(f"this file needs model {ref.name!r} (hash {ref.hash:016x}), which this "
+                                    f"install lacks ({e})") from None
+    model = given if given is not None else load_model(given_name)
+    name, h = model_identity(model)
+    if h != ref.hash:
+        raise ModelMismatchError(f"the file was written with model {ref.name!r} (hash {ref.hash:016x}); "
+                                 f"the given model is {name!r} (hash {h:016x})")
+    return model
 
 
 def model_identity(model) -> tuple[str, int]:

@@ -539,7 +539,8 @@ class DiffCCodec(Codec):
         fits = None
         if bpp is not None:
             pixels = prep.height * prep.width
-            ceiling = bpp * pixels / 8.0
+            # A relative 1e-12 of slack: a bpp computed from a byte count, 8·n / (H·W), admits those n bytes.
+            ceiling = bpp * pixels / 8.0 * (1 + 1e-12)
 
             def fits(segments):  # the whole file with these steps is within the ceiling
                 lengths = [len(s) for s in segments]
