@@ -3,7 +3,7 @@
     python scripts/compare_figure.py --image PHOTO|--dev NAME --bpp 0.25 -o docs/results/dev256/compare.png
 
 The DiffC file is encoded once at the target rate; JPEG (the report's configuration,
-fastdiffc.eval.codecs) takes the quality whose size is closest to the DiffC file's. Each
+fastdiffc.codecs.classical) takes the quality whose size is closest to the DiffC file's. Each
 panel is labelled with its bpp and PSNR.
 """
 
@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 def _jpeg_at(image: Image.Image, nbytes: int) -> tuple[Image.Image, int]:
     """The report's JPEG at the quality whose file size is closest to `nbytes`: (decoded, size)."""
-    from fastdiffc.eval.codecs import get_codec
+    from fastdiffc.codecs.classical import get_codec
 
     jpeg = get_codec("jpeg")
     data = min((jpeg.encode(image, q) for q in range(1, 96)), key=lambda d: abs(len(d) - nbytes))

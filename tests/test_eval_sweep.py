@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 from fastdiffc import cli
-from fastdiffc.eval import codecs, contenders, images, metrics, report, sweep
+from fastdiffc.codecs import classical as codecs
+from fastdiffc.eval import contenders, images, metrics, report, sweep
 from PIL import Image
 
 

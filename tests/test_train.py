@@ -171,11 +171,11 @@ def test_resume_is_exact(tmp_path, rng):
         tr.train_step()
     ckpt = tmp_path / "ckpt.safetensors"
     tr.save_checkpoint(ckpt)
-    uninterrupted = [tr.train_step()["loss_bpd"] for _ in range(2)]
+    uninterrupted = [tr.train_step()["loss"] for _ in range(2)]
     resumed = _trainer(tmp_path, rng)
     resumed.load_checkpoint(ckpt)
     assert resumed.step == 3
-    assert [resumed.train_step()["loss_bpd"] for _ in range(2)] == uninterrupted
+    assert [resumed.train_step()["loss"] for _ in range(2)] == uninterrupted
     for a, b in zip(tr.ema.model.parameters(), resumed.ema.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

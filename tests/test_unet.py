@@ -74,7 +74,7 @@ def test_bad_input_shape():
 
 def test_bad_config():
     with pytest.raises(ValueError, match="prediction"):
-        UNetConfig(prediction="x")
+        UNetConfig(prediction="score")
     with pytest.raises(ValueError, match="unknown UNet config"):
         UNetConfig.from_dict({"base_chanels": 4})
 
@@ -153,3 +153,26 @@ def test_channels_last_matches_nchw():
         want = den(z, lam)
         got = den.use_channels_last()(z, lam)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_label_and_scalar_conditioning():
+    """DIRAC's conditioning: labels and scalars steer the output; wrong shapes are clear errors."""
+    cfg = UNetConfig(**{**TINY, "num_labels": 3, "scalar_features": 2, "cond_channels": 3, "prediction": "x"})
+    torch.manual_seed(0)
+    net = UNet(cfg).eval()
+    for p in net.parameters():  # zero-initialised output layers would hide the conditioning
+        torch.nn.init.normal_(p, std=0.05)
+    z, c, lam = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16), torch.tensor([0.0, 0.0])
+    label, scalars = torch.tensor([0, 1]), torch.zeros(2, 2)
+    with torch.no_grad():
+        a = net(z, lam, c, label, scalars)
+        b = net(z, lam, c, torch.tensor([2, 1]), scalars)
+        d = net(z, lam, c, label, torch.ones(2, 2))
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+    assert not torch.allclose(a, d)
+    with pytest.raises(ValueError, match="label"):
+        net(z, lam, c, None, scalars)
+    with pytest.raises(ValueError, match="out of range"):
+        net(z, lam, c, torch.tensor([0, 3]), scalars)
+    with pytest.raises(ValueError, match="scalars"):
+        net(z, lam, c, label, torch.zeros(2, 3))

@@ -1,4 +1,4 @@
-"""`fastdiffc eval IMAGES_DIR -o REPORT_DIR`: RD sweep against classical codecs (DESIGN §7, §9)."""
+"""`fastdiffc eval IMAGES_DIR -o REPORT_DIR`: RD sweep against classical codecs (docs/design.md §7, §9)."""
 
 from __future__ import annotations
 
@@ -40,12 +40,17 @@ def add_parser(sub):
                    help="evaluate the development photos (exported to REPORT_DIR/images) instead of IMAGES_DIR")
     p.add_argument("--export-dev-images", metavar="DIR", help="only write the development photos as PNGs to DIR")
     p.add_argument("--pipelines", default=DEFAULT_PIPELINES,
-                   help="fastdiffc pipelines, NAME[@MODEL][:METHOD] comma-separated, or 'none' "
-                   f"(default {DEFAULT_PIPELINES}, i.e. DiffC with flow decoding)")
+                   help="fastdiffc pipelines, comma-separated NAME[@MODEL][:KNOB=VALUE[+VALUE...]]... specs, or "
+                   "'none' (default %(default)s, i.e. DiffC with flow decoding). Knobs are the pipeline's own "
+                   "(fastdiffc info --knobs); a decode knob with several values draws one curve per value, e.g. "
+                   "dirac:base=avif:decode_steps=0+8+20 (curves dirac-avif-s0, -s8, -s20 from the same files); "
+                   "a size knob's values are the rate axis (quality=20+50+80); DIRAC otherwise sweeps its base "
+                   "codec's --qualities. Legacy NAME[@MODEL][:METHOD] (diffc:denoise) still works")
     p.add_argument("--codecs", default=DEFAULT_CODECS, help=f"classical codecs or 'none' (default {DEFAULT_CODECS})")
     p.add_argument("--max-size", type=int, metavar="PX", help="downscale images so the longer side is at most PX")
     p.add_argument("--qualities", type=_numbers(int), metavar="Q,...",
-                   help="quality settings of jpeg/webp/avif/heic/jxl (default 5,10,20,...,90,95)")
+                   help="quality settings of jpeg/webp/avif/heic/jxl and of DIRAC's base codec "
+                   "(default 5,10,20,...,90,95)")
     p.add_argument("--rates", type=_numbers(float), metavar="BPP,...",
                    help="target rates of jp2 and of non-progressive pipelines (default 0.05 ... 2)")
     p.add_argument("--steps", type=_numbers(int), metavar="K,...",
@@ -79,8 +84,8 @@ def _warn(message: str) -> None:
 
 
 def run(args) -> int:
-    from ..eval.codecs import get_codec, load_codecs
-    from ..eval.contenders import ClassicalContender, PipelineUnavailableError, load_pipeline
+    from ..codecs.classical import get_codec, load_codecs
+    from ..eval.contenders import ClassicalContender, PipelineUnavailableError, load_contenders, resolve_spec
     from ..eval.images import export_dev_images, list_images
     from ..eval.metrics import METRICS
     from ..eval.report import write_report
@@ -112,17 +117,25 @@ def run(args) -> int:
     codec_names = [] if args.codecs.strip().lower() == "none" else _list(args.codecs)
     for name in codec_names:
         get_codec(name)  # unknown names are a usage error, before any work
+    options = dict(_option(o) for o in args.pipeline_option)
+    pipeline_specs = [] if args.pipelines.strip().lower() == "none" else _list(args.pipelines)
+    unavailable = {}
+    for spec in pipeline_specs:  # every spec's knobs are checked before any model is loaded
+        try:
+            resolve_spec(spec)
+        except PipelineUnavailableError as e:
+            unavailable[spec] = e
     contenders = []
     for codec in load_codecs(codec_names, warn=_warn):
         settings = args.rates if codec.setting_name == "bpp" else args.qualities
         contenders.append(ClassicalContender(codec, settings))
 
-    options = dict(_option(o) for o in args.pipeline_option)
-    pipeline_specs = [] if args.pipelines.strip().lower() == "none" else _list(args.pipelines)
     for spec in pipeline_specs:
         try:
-            contenders.append(load_pipeline(spec, steps=args.steps, rates=args.rates, max_bpp=args.pipeline_bpp,
-                                            options=options))
+            if spec in unavailable:
+                raise unavailable[spec]
+            contenders += load_contenders(spec, steps=args.steps, rates=args.rates, qualities=args.qualities,
+                                          max_bpp=args.pipeline_bpp, options=options)
         except PipelineUnavailableError as e:
             _warn(f"skipping {e}")
     if not contenders:
@@ -130,8 +143,12 @@ def run(args) -> int:
 
     result = run_sweep(image_paths, contenders, out_dir, metrics=metrics, max_size=args.max_size,
                        progress=not args.no_progress, warn=_warn, config={"pipeline_options": options})
-    summary = write_report(out_dir, descriptions={c.name: c.description for c in contenders},
+    descriptions = {}
+    for c in contenders:
+        descriptions.update(getattr(c, "descriptions", {c.name: c.description}))
+    summary = write_report(out_dir, descriptions=descriptions,
                            failures=result.failures)
-    print(f"{result.computed} new points ({len(image_paths)} images, {len(contenders)} codecs); "
+    curves = sum(len(getattr(c, "names", (c.name,))) for c in contenders)
+    print(f"{result.computed} new points ({len(image_paths)} images, {curves} curves); "
           f"report: {summary}")
     return 0

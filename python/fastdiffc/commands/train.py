@@ -1,4 +1,8 @@
-"""`fastdiffc train --data DIR ...`: train the UNet denoiser on an image folder (VDM ELBO objective)."""
+"""`fastdiffc train --data DIR ...`: train a model on an image folder.
+
+`--task diffc` (default): DiffC's unconditional UNet denoiser (VDM ELBO objective).
+`--task dirac`: DIRAC's residual model on base-codec pairs of the photos (x-parameterised MSE).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,29 @@ from pathlib import Path
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train the UNet denoiser on a folder of images (ELBO objective)")
+    p = sub.add_parser("train", help="train a model (DiffC UNet or DIRAC residual model) on a folder of images")
+    p.add_argument("--task", choices=("diffc", "dirac"), default="diffc",
+                   help="diffc: the unconditional UNet (ELBO); dirac: the residual model over base codecs")
     p.add_argument("--data", required=True, help="folder of training images (searched recursively)")
     p.add_argument("--heldout", help="folder of held-out images: bits/dim at every checkpoint")
-    p.add_argument("--run-dir", default="runs/unet", help="checkpoints, loss.csv, eval.csv (default: runs/unet)")
+    p.add_argument("--run-dir", default=None, help="checkpoints, loss.csv, eval.csv (default: runs/unet or runs/dirac)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
     p.add_argument("--init", metavar="WEIGHTS", help="warm start from a UNet .safetensors (fresh optimiser)")
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
                    help="stop after this many minutes of training in total (0: no limit)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--patch-size", type=int, default=64)
-    p.add_argument("--scales", default="1", metavar="S,...",
+    p.add_argument("--batch-size", type=int, default=None, help="default 16 (diffc), 8 (dirac)")
+    p.add_argument("--patch-size", type=int, default=None, help="default 64 (diffc), 128 (dirac)")
+    p.add_argument("--cache-dir", default="data/dirac_pairs", help="dirac: cached base-codec bitstreams")
+    p.add_argument("--workers", type=int, default=1, help="dirac: processes encoding the pair cache")
+    p.add_argument("--scales", default=None, metavar="S,...",
                    help="also train on the images downscaled by these factors in (0, 1], e.g. 1,0.5,0.33 "
                         "(a crop first picks a scale uniformly)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200, help="linear LR warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay")
-    p.add_argument("--logsnr-range", type=float, nargs=2, default=(-15.0, 15.0), metavar=("MIN", "MAX"))
+    p.add_argument("--logsnr-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="default -15 15 (diffc), -6 10 (dirac: the decode schedule's range)")
     p.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint + eval every N minutes")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint + eval every N steps (0: off)")
     p.add_argument("--log-every", type=int, default=25, help="loss.csv row every N steps")
@@ -55,15 +64,29 @@ def run(args) -> int:
     from ..models.unet import UNetConfig
     from ..train.loop import TrainConfig, Trainer
 
-    cfg = TrainConfig(
-        data=args.data, heldout=args.heldout, run_dir=args.run_dir, patch_size=args.patch_size,
-        scales=_parse_scales(args.scales), batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
-        ema_decay=args.ema,
-        logsnr_min=args.logsnr_range[0], logsnr_max=args.logsnr_range[1], max_steps=args.steps,
-        time_limit_min=args.time_limit, ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes,
-        eval_patches=args.eval_patches, eval_patch_size=args.eval_patch_size,
-        log_every=args.log_every, seed=args.seed, threads=args.threads,
-        progress=not args.no_progress,
+    if args.task == "dirac":
+        from ..models.residual import default_unet_config
+        from ..train.residual import ResidualTrainConfig as config_cls
+        from ..train.residual import ResidualTrainer as trainer_cls
+
+        base_config = default_unet_config().to_dict()
+    else:
+        config_cls, trainer_cls, base_config = TrainConfig, Trainer, {}
+    # Options left unset take the task's own defaults (its config dataclass).
+    given = dict(
+        run_dir=args.run_dir, patch_size=args.patch_size, batch_size=args.batch_size,
+        scales=None if args.scales is None else _parse_scales(args.scales),
+        logsnr_min=None if args.logsnr_range is None else args.logsnr_range[0],
+        logsnr_max=None if args.logsnr_range is None else args.logsnr_range[1],
+    )
+    if args.task == "dirac":
+        given.update(cache_dir=args.cache_dir, workers=args.workers)
+    cfg = config_cls(
+        data=args.data, heldout=args.heldout, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema,
+        max_steps=args.steps, time_limit_min=args.time_limit, ckpt_every=args.ckpt_every,
+        ckpt_minutes=args.ckpt_minutes, eval_patches=args.eval_patches, eval_patch_size=args.eval_patch_size,
+        log_every=args.log_every, seed=args.seed, threads=args.threads, progress=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
     )
     overrides = {}
     if args.model_config:
@@ -71,19 +94,19 @@ def run(args) -> int:
             overrides = json.loads(args.model_config)
         except json.JSONDecodeError as e:
             raise ValueError(f"--model-config is not valid JSON: {e}") from None
-    model_config = UNetConfig.from_dict(overrides)
+    model_config = UNetConfig.from_dict({**base_config, **overrides})
+    args.run_dir = cfg.run_dir
     ckpt = Path(args.run_dir) / "checkpoint.safetensors"
     if ckpt.exists() and not args.resume:
         raise ValueError(f"{ckpt} exists: pass --resume to continue it, or choose another --run-dir")
-    trainer = Trainer(cfg, model_config)
+    trainer = trainer_cls(cfg, model_config)
     if args.resume:
         if not ckpt.exists():
             raise ValueError(f"--resume: no checkpoint at {ckpt}")
         trainer.load_checkpoint(ckpt)
     elif args.init:
         trainer.init_weights(args.init)
-    print(f"data: {len(trainer.data.images)} images, {trainer.data.num_pixels / 1e6:.1f} Mpixel, "
-          f"{len(trainer.data)} non-overlapping {cfg.patch_size}px patches; "
+    print(f"data: {trainer.data_summary()}; "
           f"model: {sum(p.numel() for p in trainer.net.parameters()) / 1e6:.2f} M parameters")
     result = trainer.run()
     best = Path(args.run_dir) / "best_ema.safetensors"
@@ -93,6 +116,6 @@ def run(args) -> int:
         print(f"exported {src} -> {args.export}")
     print(json.dumps({k: v for k, v in result.items() if k != "final_eval"}, default=str))
     if result.get("final_eval"):
-        print(f"held-out bits/dim (EMA, final): {result['final_eval']['bpd']:.4f}")
+        print(f"held-out {trainer.SCORE} (EMA, final): {result['final_eval'][trainer.SCORE]:.4f}")
     return 0
 

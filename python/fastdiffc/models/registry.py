@@ -45,7 +45,13 @@ def _load_composite(path):
     return load_composite(path)
 
 
-LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian, "composite": _load_composite}
+def _load_dirac(path):
+    from .residual import ResidualDenoiser
+
+    return ResidualDenoiser.load(path)
+
+
+LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian, "composite": _load_composite, "dirac": _load_dirac}
 COMPOSITE_VERSION = 1
 
 
@@ -100,6 +106,26 @@ def load_model(name: str, weights_dir=None):
     model.name = info.name
     model.content_hash = content_hash(info.path)
     return model
+
+
+def load_model_for_file(name: str, want_hash: int, weights_dir=None):
+    """The model a bitstream names: by name if that file still has the recorded hash, else any
+    shipped model file (including retired defaults kept under weights/, docs/design.md §8) with
+    that content hash. A file written with a model that was replaced keeps decoding as long as
+    the old weights ship. Raises ModelNotFoundError (no such name or hash) or ModelMismatchError
+    (the name exists with other weights and no file has the recorded hash)."""
+    models = {m.name: m for m in list_models(weights_dir)}
+    info = models.get(name)
+    if info is not None and content_hash(info.path) == want_hash:
+        return load_model(name, weights_dir)
+    for other in models.values():
+        if other.name != name and content_hash(other.path) == want_hash:
+            return load_model(other.name, weights_dir)
+    if info is None:
+        raise ModelNotFoundError(f"no model named {name!r} with hash {_hash_hex(want_hash)} in this install "
+                                 f"(available: {', '.join(sorted(models)) or 'none'})")
+    raise ModelMismatchError(f"this install's model {name!r} has hash {_hash_hex(content_hash(info.path))}, "
+                             f"the file needs {_hash_hex(want_hash)} (weights that are not shipped here)")
 
 
 # ----------------------------------------------------------------------------- composite models

@@ -1,4 +1,4 @@
-"""A small fully convolutional UNet denoiser for CPU inference (DESIGN §10).
+"""A small fully convolutional UNet denoiser for CPU inference (docs/design.md §10).
 
 The network sees the noisy image at half resolution (pixel-unshuffle 2×: 3 → 12
 channels), which quarters the cost of every layer at the top level; it predicts v
@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.denoiser import EpsDenoiser, VDenoiser
+from ..diffusion.denoiser import EpsDenoiser, VDenoiser, XDenoiser
+
+_WRAPPERS = {"v": VDenoiser, "eps": EpsDenoiser, "x": XDenoiser}
 
 CONFIG_KEY = "fastdiffc_config"
 
@@ -31,6 +33,8 @@ CONFIG_KEY = "fastdiffc_config"
 class UNetConfig:
     in_channels: int = 3
     cond_channels: int = 0  # extra conditioning image/latent channels (DIRAC/CDC), same H×W as z
+    num_labels: int = 0  # categorical conditioning (DIRAC: which base codec), added to the λ embedding
+    scalar_features: int = 0  # scalar conditioning (DIRAC: base rate, JPEG quality), added to the λ embedding
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2
@@ -38,14 +42,16 @@ class UNetConfig:
     unshuffle: int = 2
     fourier_features: int = 8
     groups: int = 8
-    prediction: str = "v"  # "v" or "eps"
+    prediction: str = "v"  # "v", "eps" or "x" (x-parameterisation: the net's output is x̂0)
     dropout: float = 0.0
     logsnr_scale: float = 16.0  # λ / scale ~ [-1, 1] before the Fourier features
 
     def __post_init__(self):
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
-        if self.prediction not in ("v", "eps"):
-            raise ValueError(f"prediction must be 'v' or 'eps', got {self.prediction!r}")
+        if self.prediction not in ("v", "eps", "x"):
+            raise ValueError(f"prediction must be 'v', 'eps' or 'x', got {self.prediction!r}")
+        if self.num_labels < 0 or self.scalar_features < 0 or self.cond_channels < 0:
+            raise ValueError("num_labels, scalar_features and cond_channels must be >= 0")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError("every level's channel count must be divisible by groups")
@@ -130,7 +136,11 @@ class AttentionBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """`net(z, logsnr, cond=None) -> v̂ or ε̂` (same shape as z)."""
+    """`net(z, logsnr, cond=None, label=None, scalars=None) -> v̂, ε̂ or x̂0` (same shape as z).
+
+    `cond` [N, cond_channels, H, W] is concatenated to z before the pixel-unshuffle; `label` [N]
+    (long) and `scalars` [N, scalar_features] are embedded and added to the λ embedding, so they
+    steer every residual block through its FiLM scale/shift."""
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
@@ -141,6 +151,9 @@ class UNet(nn.Module):
         emb_dim = 4 * cfg.base_channels
         g, dp = cfg.groups, cfg.dropout
         self.embed = LogSNREmbedding(cfg.fourier_features, emb_dim, cfg.logsnr_scale)
+        self.label_embed = nn.Embedding(cfg.num_labels, emb_dim) if cfg.num_labels else None
+        self.scalar_embed = (nn.Sequential(nn.Linear(cfg.scalar_features, emb_dim), nn.SiLU(),
+                                           nn.Linear(emb_dim, emb_dim)) if cfg.scalar_features else None)
         self.conv_in = nn.Conv2d((cfg.in_channels + cfg.cond_channels) * r2, chans[0], 3, padding=1)
 
         self.down_blocks = nn.ModuleList()
@@ -177,7 +190,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None,
+                label: torch.Tensor | None = None, scalars: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if z.ndim != 4 or z.shape[1] != cfg.in_channels:
             raise ValueError(f"expected z of shape [N, {cfg.in_channels}, H, W], got {tuple(z.shape)}")
@@ -200,6 +214,16 @@ class UNet(nn.Module):
             x = F.pixel_unshuffle(x, cfg.unshuffle)
 
         emb = self.embed(logsnr)
+        if self.label_embed is not None:
+            if label is None or label.shape != (n,):
+                raise ValueError(f"this UNet needs a label tensor of shape [{n}] (0..{cfg.num_labels - 1})")
+            if int(label.min()) < 0 or int(label.max()) >= cfg.num_labels:
+                raise ValueError(f"label out of range 0..{cfg.num_labels - 1}")
+            emb = emb + self.label_embed(label.long())
+        if self.scalar_embed is not None:
+            if scalars is None or scalars.shape != (n, cfg.scalar_features):
+                raise ValueError(f"this UNet needs scalars of shape [{n}, {cfg.scalar_features}]")
+            emb = emb + self.scalar_embed(scalars.float())
         h = self.conv_in(x)
         skips = []
         for i, blocks in enumerate(self.down_blocks):
@@ -239,8 +263,7 @@ class UNetDenoiser(nn.Module):
         self.net = net
         self.name = name
         self.content_hash = content_hash
-        wrap = VDenoiser if net.config.prediction == "v" else EpsDenoiser
-        self._wrapped = wrap(self.net)
+        self._wrapped = _WRAPPERS[net.config.prediction](self.net)
         self.channels_last = False
 
     @property
@@ -263,8 +286,7 @@ class UNetDenoiser(nn.Module):
         """Run the net through torch.compile (inductor). Opt-in (or FASTDIFFC_TORCH_COMPILE=1 at
         load): each new image size compiles once (tens of seconds); measured on the 2-core
         dev machine it saves ~10-15% CPU time per 768×512 forward, within run-to-run noise."""
-        wrap = VDenoiser if self.net.config.prediction == "v" else EpsDenoiser
-        self._wrapped = wrap(torch.compile(self.net))
+        self._wrapped = _WRAPPERS[self.net.config.prediction](torch.compile(self.net))
         return self
 
     # --- safetensors I/O -------------------------------------------------------------------

@@ -94,12 +94,19 @@ def diffusion_loss(net: UNet, x: torch.Tensor, logsnr: torch.Tensor, noise: torc
     if net.config.prediction == "v":
         target = a * noise - s * x
         sq = (a * (out - target)).pow(2)  # e^λ σ² = α²
+    elif net.config.prediction == "x":
+        sq = torch.exp(logsnr.to(x.dtype))[:, None, None, None] * (out - x).pow(2)
     else:
         sq = (out - noise).pow(2)
     return 0.5 * sq.flatten(1).mean(1)
 
 
 class Trainer:
+    # What evaluate() returns and eval.csv records; SCORE (lower is better) picks best_ema.
+    EVAL_FIELDS = ("bpd", "diffusion", "prior", "decoder", "bpd_stderr")
+    SCORE, SCORE_UNIT = "bpd", "bits/dim"
+    LOSS_FIELD = "loss_bpd"  # what train_step()["loss"] is, in loss.csv
+
     def __init__(self, cfg: TrainConfig, model_config: UNetConfig | None = None, dataset: PatchDataset | None = None):
         self.cfg = cfg
         if cfg.threads:
@@ -116,6 +123,11 @@ class Trainer:
         self.elapsed = 0.0  # training wall time carried across resumes
         self.best_bpd = math.inf
         self._heldout = None
+
+    def data_summary(self) -> str:
+        d = self.data
+        return (f"{len(d.images)} images, {d.num_pixels / 1e6:.1f} Mpixel, "
+                f"{len(d)} non-overlapping {self.cfg.patch_size}px patches")
 
     # --- one optimisation step -----------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -138,7 +150,7 @@ class Trainer:
         self.step += 1
         self.ema.update(self.net, self.step)
         self.sampler.update(lam, per_sample)
-        return {"loss_bpd": loss.item() / LN2, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
+        return {"loss": loss.item() / LN2, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
 
     # --- evaluation ------------------------------------------------------------------------
     def heldout_patches(self) -> torch.Tensor | None:
@@ -236,13 +248,12 @@ class Trainer:
         ckpt = run_dir / "checkpoint.safetensors"
         (run_dir / "config.json").write_text(json.dumps(
             {"train": cfg.to_dict(), "model": self.net.config.to_dict()}, indent=2))
-        loss_log = _CsvLog(run_dir / "loss.csv", ["step", "elapsed_s", "images", "loss_bpd", "grad_norm", "lr"])
-        eval_log = _CsvLog(run_dir / "eval.csv", ["step", "elapsed_s", "bpd", "diffusion", "prior", "decoder",
-                                                  "bpd_stderr"])
+        loss_log = _CsvLog(run_dir / "loss.csv", ["step", "elapsed_s", "images", self.LOSS_FIELD, "grad_norm", "lr"])
+        eval_log = _CsvLog(run_dir / "eval.csv", ["step", "elapsed_s", *self.EVAL_FIELDS])
         start = time.monotonic() - self.elapsed
         deadline = start + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else math.inf
         last_ckpt, last_ckpt_step = time.monotonic(), -1
-        acc, n_acc = {"loss_bpd": 0.0, "grad_norm": 0.0}, 0
+        acc, n_acc = {"loss": 0.0, "grad_norm": 0.0}, 0
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -255,14 +266,14 @@ class Trainer:
             ev = self.evaluate()
             row = {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
             if ev is not None:
-                eval_log.write({**row, **{k: round(ev[k], 5) for k in ("bpd", "diffusion", "prior", "decoder",
-                                                                         "bpd_stderr")}})
-                if ev["bpd"] < self.best_bpd:
-                    self.best_bpd = ev["bpd"]
-                    self.export(run_dir / "best_ema.safetensors", {"heldout_bpd": ev["bpd"]})
+                eval_log.write({**row, **{k: round(ev[k], 5) for k in self.EVAL_FIELDS}})
+                score = ev[self.SCORE]
+                if score < self.best_bpd:
+                    self.best_bpd = score
+                    self.export(run_dir / "best_ema.safetensors", {f"heldout_{self.SCORE}": score})
                     self.save_checkpoint(ckpt)  # record best_bpd
                 if bar is not None:
-                    bar.write(f"step {self.step}: held-out {ev['bpd']:.4f} bits/dim (EMA)")
+                    bar.write(f"step {self.step}: held-out {score:.4f} {self.SCORE_UNIT} (EMA)")
             self.export(run_dir / "ema.safetensors")
             return ev
 
@@ -274,18 +285,18 @@ class Trainer:
                     break
                 out = self.train_step()
                 self.elapsed = time.monotonic() - start
-                acc["loss_bpd"] += out["loss_bpd"]
+                acc["loss"] += out["loss"]
                 acc["grad_norm"] += out["grad_norm"]
                 n_acc += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{out['loss_bpd']:.3f}")
+                    bar.set_postfix(loss=f"{out['loss']:.3f}")
                 if self.step % cfg.log_every == 0:
                     loss_log.write({"step": self.step, "elapsed_s": round(self.elapsed, 1),
                                     "images": self.step * cfg.batch_size,
-                                    "loss_bpd": round(acc["loss_bpd"] / n_acc, 5),
+                                    self.LOSS_FIELD: round(acc["loss"] / n_acc, 5),
                                     "grad_norm": round(acc["grad_norm"] / n_acc, 4), "lr": out["lr"]})
-                    acc, n_acc = {"loss_bpd": 0.0, "grad_norm": 0.0}, 0
+                    acc, n_acc = {"loss": 0.0, "grad_norm": 0.0}, 0
                 due_steps = cfg.ckpt_every and self.step % cfg.ckpt_every == 0
                 due_time = cfg.ckpt_minutes > 0 and time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
                 if due_steps or due_time:

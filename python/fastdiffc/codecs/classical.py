@@ -1,4 +1,5 @@
-"""Classical image codecs used as anchors (DESIGN §9), all through Pillow and its plugins.
+"""Classical image codecs: DIRAC's base codecs and the evaluation's anchors (docs/design.md §4b, §9),
+all through Pillow and its plugins.
 
 Each codec encodes a PIL RGB image at one *setting* of its sweep and returns the exact
 bytes a user would store, so `len(data)` is the rate. Settings are quality values
@@ -178,6 +179,24 @@ CODECS: dict[str, ClassicalCodec] = {
                        _jp2, _pillow_feature("jpg_2000", "JPEG 2000")),
     )
 }
+
+
+def library_version(name: str) -> str:
+    """The library that encodes/decodes codec `name` and its version, as recorded in a DIRAC
+    file's header (a different version still decodes; its pixels may differ slightly)."""
+    from PIL import __version__ as pillow
+
+    codec = get_codec(name).name
+    if codec == "heic":
+        import pillow_heif
+
+        return f"libheif {pillow_heif.libheif_version()}"
+    if codec == "jxl":
+        from importlib.metadata import version
+
+        return f"pillow-jxl-plugin {version('pillow-jxl-plugin')}"
+    feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "jp2": "jpg_2000"}[codec]
+    return f"{feature} {features.version(feature)} (Pillow {pillow})"
 
 
 def get_codec(name: str) -> ClassicalCodec:

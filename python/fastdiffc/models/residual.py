@@ -1,0 +1,132 @@
+"""DIRAC's residual model: a conditional UNet that predicts the base codec's residual (docs/design.md §4b).
+
+The diffused variable is the scaled residual r = K (x − x_base), K = `residual_scale`, so that
+its spread (≈ 0.01–0.1 in [-1, 1] image units) is of order one and the usual log-SNR range
+applies: z_λ = α r + σ ε. The UNet is x-parameterised (its output is r̂ = E[r | z_λ, ...]) and
+conditioned on x_base (concatenated to z), on the base codec (a label) and on the base rate
+(log2 bpp, and the JPEG quality / 100 or −1). At λ_start z is practically pure noise, so the
+first prediction is the MMSE estimate of the residual from the base reconstruction alone —
+DIRAC's maximum-fidelity output.
+
+The model file is a UNet weight file whose config has class "dirac" plus the residual scale,
+the label order and the λ range it was trained on; `fastdiffc.load_model` loads it by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..codecs.plain import BASE_CODECS, rate_features
+from ..diffusion.denoiser import Conditioning
+from .unet import UNet, UNetConfig, read_config
+
+MODEL_CLASS = "dirac"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualSpec:
+    """What the residual model was trained for, stored in its file beside the UNet config."""
+
+    residual_scale: float = 10.0
+    logsnr_start: float = -6.0  # the decode schedule's start (z ≈ pure noise)
+    logsnr_end: float = 10.0  # its clean end
+    labels: tuple[str, ...] = BASE_CODECS
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+
+def default_unet_config() -> UNetConfig:
+    return UNetConfig(cond_channels=3, num_labels=len(BASE_CODECS), scalar_features=2, prediction="x")
+
+
+class ResidualDenoiser(nn.Module):
+    """`denoiser(z, logsnr, cond: Conditioning) -> r̂` (scaled residual), plus the conditioning helper."""
+
+    kind = MODEL_CLASS
+
+    def __init__(self, net: UNet, spec: ResidualSpec | None = None, name: str = "dirac",
+                 content_hash: int | None = None):
+        super().__init__()
+        cfg = net.config
+        if cfg.prediction != "x" or cfg.cond_channels != 3 or cfg.scalar_features != 2:
+            raise ValueError("a DIRAC residual UNet is x-parameterised with cond_channels=3 and scalar_features=2")
+        self.net = net
+        self.spec = spec or ResidualSpec()
+        if cfg.num_labels != len(self.spec.labels):
+            raise ValueError(f"UNet has {cfg.num_labels} labels, the spec names {len(self.spec.labels)}")
+        self.name = name
+        self.content_hash = content_hash
+        self.channels_last = False
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.net.config
+
+    def conditioning(self, x_base: torch.Tensor, codec: str, bpp: float, quality: int | None) -> Conditioning:
+        """Conditioning for a batch of one base reconstruction (x_base [1, 3, H, W] in [-1, 1])."""
+        if codec not in self.spec.labels:
+            raise ValueError(f"this DIRAC model knows base codecs {', '.join(self.spec.labels)}, not {codec!r}")
+        n = x_base.shape[0]
+        label = torch.full((n,), self.spec.labels.index(codec), dtype=torch.long)
+        scalars = torch.tensor([rate_features(codec, bpp, quality)] * n, dtype=torch.float32)
+        return Conditioning(image=x_base, label=label, scalars=scalars)
+
+    def forward(self, z, logsnr, cond: Conditioning):
+        if not isinstance(cond, Conditioning):
+            raise TypeError("the DIRAC residual model needs a Conditioning (base image, codec label, rate)")
+        lam = torch.as_tensor(logsnr, dtype=torch.float32)
+        if lam.ndim == 0:
+            lam = lam.expand(z.shape[0])
+        image = cond.image
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(z, lam, image, cond.label, cond.scalars)
+
+    def use_channels_last(self, on: bool = True) -> ResidualDenoiser:
+        self.channels_last = on
+        self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
+
+    def save(self, path, extra_metadata: dict | None = None) -> None:
+        save_residual(self.net, self.spec, path, extra_metadata)
+
+    @classmethod
+    def load(cls, path, name: str | None = None) -> ResidualDenoiser:
+        from safetensors.torch import load_file
+
+        from .registry import content_hash
+
+        meta = read_config(path)
+        if meta.get("class") != MODEL_CLASS:
+            raise ValueError(f"{path}: model class {meta.get('class')!r} is not {MODEL_CLASS!r}")
+        unet_fields = {f.name for f in dataclasses.fields(UNetConfig)}
+        spec_fields = {f.name for f in dataclasses.fields(ResidualSpec)}
+        net = UNet(UNetConfig.from_dict({k: v for k, v in meta.items() if k in unet_fields}))
+        net.load_state_dict(load_file(str(path)))
+        spec_args = {k: v for k, v in meta.items() if k in spec_fields}
+        spec_args["labels"] = tuple(spec_args.get("labels", BASE_CODECS))
+        model = cls(net.eval(), ResidualSpec(**spec_args), name=name or Path(path).stem,
+                    content_hash=content_hash(path))
+        model = model.eval().requires_grad_(False).use_channels_last()
+        if os.environ.get("FASTDIFFC_TORCH_COMPILE") == "1":
+            model.net = torch.compile(model.net)
+        return model
+
+
+def save_residual(net: UNet, spec: ResidualSpec, path, extra_metadata: dict | None = None,
+                  state_dict: dict | None = None) -> None:
+    from .unet import save_unet
+
+    save_unet(net, path, {"class": MODEL_CLASS, **spec.to_dict(), **(extra_metadata or {})}, state_dict=state_dict)
+
+
+__all__ = ["ResidualDenoiser", "ResidualSpec", "default_unet_config", "save_residual", "MODEL_CLASS"]

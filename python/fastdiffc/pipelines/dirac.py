@@ -1,0 +1,293 @@
+"""DIRAC (Ghouse et al. 2023, "A Residual Diffusion Model for High Perceptual Quality Codec
+Augmentation"), docs/design.md §4b.
+
+A classical base codec makes a high-fidelity reconstruction; a diffusion model conditioned on
+it adds back what the codec removed. Only the base codec's bits are transmitted:
+
+    sender:    payload = base_encode(x, quality)                      (the whole .fdc payload)
+    receiver:  x_base  = base_decode(payload)
+               c       = (x_base, codec, log2 bpp of the payload, JPEG quality)
+               z_0     ~ N(0, I) from the shared seed                  (λ_0 = λ_start: pure noise)
+               r̂_0     = model(z_0, λ_0, c)                            (= E[r | c]: 0 steps)
+               for k = 1..K (K = decode_steps ≤ 20, a prefix of one fixed schedule):
+                   z_k = μ_Q(z_{k-1}, r̂_{k-1}) + σ_Q ε_k             (ancestral step, Philox noise)
+                   r̂_k = model(z_k, λ_k, c)
+               x̂ = x_base + r̂_K / K_r                                 (r = K_r (x − x_base))
+
+The model is x-parameterised on the scaled residual (models/residual.py). With 0 steps the
+output is the model's first prediction from pure noise, the MMSE estimate of the residual —
+DIRAC's maximum-fidelity end, a learned post-filter. Each further step commits to part of a
+sample from p(r | x_base), so detail comes back and PSNR falls: the distortion ↔ realism knob.
+K steps are a *prefix* of one fixed 20-step schedule rather than a fresh K-step schedule, so
+the outputs for K = 0..20 are snapshots of one sampling trajectory (any step can be the last,
+one seeded run shows the whole trade-off) — the paper's "stop early" knob.
+
+Determinism: the base bitstream is decoded by a third-party library (its version is in the
+header; another version may change pixels slightly, never the file's meaning); the model and
+its sampling noise (Philox, rcc.normal_stream) are the same on every machine, so a decoder
+differs from another only by float rounding. Nothing is entropy-decoded from model floats.
+
+Plain files: a JPEG/WebP/AVIF/HEIC/JPEG XL file made by any encoder is also a DIRAC input;
+the conditioning comes from the file itself (codecs/plain.py) and the seed is 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import rcc
+from ..codecs.classical import get_codec, library_version
+from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
+from ..container import MAGIC, Header, ModelRef, overhead_bytes, read, write
+from ..diffusion.vp import posterior_coefficients
+from ..errors import DecodeBudgetError, InvalidFieldError, UnknownPipelineError, UnsupportedVersionError
+from ..image_io import prepare_image, tensor_to_pil
+from .base import Codec, Knob, model_threads, resolve_model
+
+PARAMS_VERSION = 1
+MAX_DECODE_STEPS = 20
+# The fixed schedule: λ_0 = the model's λ_start (pure noise), then 20 steps evenly spaced in λ
+# from FIRST_STEP_LOGSNR to the model's λ_end. Below ≈ −2 a step changes nothing visible (the
+# residual's SNR e^λ·var(r) is < 1%), so the first step jumps there and all 20 steps do work.
+FIRST_STEP_LOGSNR = -2.0
+DEFAULT_BASE = "avif"
+DEFAULT_BPP = 0.25
+# Philox domains of rcc.normal_stream (0..2 are RCC's, 3..4 DiffC's).
+DOMAIN_START = 5  # z_0
+DOMAIN_STEP = 6  # ε_k, stream k
+# The model's activations at 32 channels and half resolution take ~0.4 GB per megapixel at
+# peak; 16 Mpx keeps a decode within ≈ 6 GB. Raise it with max_pixels=.
+DEFAULT_DECODE_PIXELS = 16_000_000
+
+
+def schedule(logsnr_start: float, logsnr_end: float, steps: int = MAX_DECODE_STEPS) -> list[float]:
+    """λ_0 < λ_1 < … < λ_steps of the fixed decode schedule (float64, the same everywhere)."""
+    first = max(FIRST_STEP_LOGSNR, logsnr_start)
+    return [float(logsnr_start)] + [first + (logsnr_end - first) * k / (steps - 1) for k in range(steps)]
+
+
+def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
+    n = int(np.prod(shape))
+    return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
+
+
+def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None) -> torch.Tensor:
+    """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
+    `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot."""
+    spec = model.spec
+    if not 0 <= steps <= MAX_DECODE_STEPS:
+        raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
+    lams = schedule(spec.logsnr_start, spec.logsnr_end)
+    k_r = spec.residual_scale
+    with model_threads():
+        z = _normals(seed, DOMAIN_START, x_base.shape)
+        r_hat = model(z, lams[0], cond).float()
+        if trajectory is not None:
+            trajectory(0, (x_base + r_hat / k_r).clamp(-1, 1))
+        for k in range(1, steps + 1):
+            c_z, c_x, std = (float(v) for v in posterior_coefficients(torch.tensor(lams[k - 1], dtype=torch.float64),
+                                                                       torch.tensor(lams[k], dtype=torch.float64)))
+            z = c_z * z + c_x * r_hat + std * _normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
+            r_hat = model(z, lams[k], cond).float()
+            if trajectory is not None:
+                trajectory(k, (x_base + r_hat / k_r).clamp(-1, 1))
+    return (x_base + r_hat / k_r).clamp(-1, 1)
+
+
+def _encode_params(seed: int) -> bytes:
+    from ..container import put_varint
+
+    out = bytearray()
+    put_varint(out, seed)
+    return bytes(out)
+
+
+def _decode_params(data: bytes) -> int:
+    from ..container import Reader
+
+    r = Reader(data, what="DIRAC parameters")
+    seed = r.varint("seed")
+    if not r.done():
+        raise InvalidFieldError("malformed DIRAC parameters: trailing bytes")
+    return seed
+
+
+class DiracCodec(Codec):
+    """DIRAC behind the Codec interface.
+
+    `model`: None (the shipped default DIRAC model; for a file, the one it names), a registry
+    name, or a ResidualDenoiser. Settings: `seed` (written into the file; the sampling noise),
+    `max_pixels` (decode/encode budget), `progress` (accepted for the CLI; DIRAC is quick)."""
+
+    pipeline = "dirac"
+    rate_knobs = (
+        Knob("base", str, "rate", choices=BASE_CODECS, default=DEFAULT_BASE, sets_size=False,
+             help="the base codec whose bitstream is the payload"),
+        Knob("quality", int, "rate", minimum=0, maximum=100,
+             help="the base codec's quality setting (instead of a bpp ceiling)"),
+    )
+    decode_knobs = (
+        Knob("decode_steps", int, "decode", default=0, minimum=0, maximum=MAX_DECODE_STEPS,
+             help="diffusion steps after the first prediction: 0 = maximum fidelity (a learned post-filter), "
+                  "more = more realistic detail, lower PSNR"),
+    )
+
+    def __init__(self, model=None, *, seed: int = 0, max_pixels: int = DEFAULT_DECODE_PIXELS,
+                 progress: bool = False):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self._model_arg = model
+        self._model = None if model is None or isinstance(model, str) else model
+        self.seed = int(seed)
+        self.max_pixels = int(max_pixels)
+        self.progress = progress
+
+    # -- models --------------------------------------------------------------------------
+    def model_for_encoding(self):
+        if self._model is None:
+            from ..models.registry import default_model_name, load_model
+
+            self._model = load_model(self._model_arg or default_model_name("dirac"))
+            if getattr(self._model, "kind", None) != "dirac":
+                raise ValueError(f"model {self._model.name!r} is not a DIRAC residual model")
+        return self._model
+
+    def _model_for(self, ref: ModelRef | None):
+        """The model a file names (its hash checked), or the default one for a plain file."""
+        if ref is None:
+            return self.model_for_encoding()
+        model = resolve_model(ref, self._model, self._model_arg)
+        if getattr(model, "kind", None) != "dirac":
+            raise InvalidFieldError(f"model {ref.name!r} named by the file is not a DIRAC residual model")
+        return model
+
+    # -- compress ------------------------------------------------------------------------
+    def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
+        knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
+        base, quality, bpp = knobs["base"], knobs["quality"], knobs["bpp"]
+        if quality is None and bpp is None:
+            bpp = DEFAULT_BPP
+        prep = prepare_image(image)
+        if prep.height * prep.width > self.max_pixels:
+            raise DecodeBudgetError(f"image is {prep.width}x{prep.height} = {prep.width * prep.height} pixels, over "
+                                    f"the budget of {self.max_pixels} (raise max_pixels)")
+        pil = tensor_to_pil(prep.tensor, 3)
+        model = self.model_for_encoding()
+        codec = get_codec(base)
+        reason = codec.unavailable_reason()
+        if reason:
+            raise ValueError(f"base codec {base} is unavailable: {reason}")
+        header = Header("dirac", (ModelRef("base", base, 0, library_version(base)),
+                                  ModelRef("denoiser", model.name, int(model.content_hash))),
+                        prep.height, prep.width, prep.channels, precision="float32",
+                        params_version=PARAMS_VERSION, params=_encode_params(self.seed))
+        if quality is not None:
+            return write(header, [codec.encode(pil, quality)])
+        budget = bpp * prep.height * prep.width / 8.0
+
+        def size(payload: bytes) -> int:
+            return overhead_bytes(header, [len(payload)]) + len(payload)
+
+        # The largest quality whose file fits (sizes grow with quality; a binary search over
+        # 0..100 costs 7 encodes, then the neighbours are checked because sizes are not
+        # strictly monotonic).
+        lo, hi, best = 0, 100, None
+        cache = {}
+
+        def enc(q):
+            if q not in cache:
+                cache[q] = codec.encode(pil, q)
+            return cache[q]
+
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if size(enc(mid)) <= budget:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            smallest = 8 * size(enc(0)) / (prep.height * prep.width)
+            raise ValueError(f"no {base} file fits in {bpp} bpp for this image; the smallest is {smallest:.4f} bpp")
+        for q in range(best + 1, min(best + 3, 100) + 1):
+            if size(enc(q)) <= budget:
+                best = q
+        return write(header, [enc(best)])
+
+    # -- decompress ----------------------------------------------------------------------
+    def open(self, data: bytes) -> tuple[PlainImage, object, int, int]:
+        """(decoded base image, model, seed, channels) of an .fdc DIRAC file or a plain image file."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if data[: len(MAGIC)] != MAGIC:
+            plain = open_plain(data, max_pixels=self.max_pixels)
+            return plain, self._model_for(None), 0, 3
+        f = read(data)
+        h = f.header
+        if h.pipeline != "dirac":
+            raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
+                                       f"use load_codec({h.pipeline!r})")
+        if h.params_version != PARAMS_VERSION:
+            raise UnsupportedVersionError(f"DIRAC parameter block version {h.params_version} is not supported "
+                                          f"(this build reads version {PARAMS_VERSION})")
+        if h.height * h.width > self.max_pixels:
+            raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
+                                    f"decode budget of {self.max_pixels} (raise max_pixels)")
+        seed = _decode_params(h.params)
+        base = h.model("base")
+        if base is None or base.name not in BASE_CODECS:
+            raise InvalidFieldError(f"this DIRAC file names no known base codec "
+                                    f"({base.name if base else 'none'}; known: {', '.join(BASE_CODECS)})")
+        if len(f.segments) != 1:
+            raise InvalidFieldError(f"a DIRAC file holds one base bitstream, this one declares {len(f.segments)}")
+        model = self._model_for(h.model("denoiser") or _missing_denoiser())
+        plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.max_pixels,
+                           expect_size=(h.width, h.height))
+        return plain, model, seed, h.channels
+
+    def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
+        steps = self.check_knobs("decode", decode_knobs)["decode_steps"]
+        plain, model, seed, channels = self.open(data)
+        x = self._enhance(plain, model, seed, steps)
+        return tensor_to_pil(x, channels)
+
+    def decompress_steps(self, data: bytes, steps) -> dict[int, Image.Image]:
+        """Outputs after each of `steps` decode steps from one sampling run (the realism curve)."""
+        wanted = sorted({int(Knob.check(self.decode_knobs[0], s, self.pipeline)) for s in steps})
+        plain, model, seed, channels = self.open(data)
+        out = {}
+
+        def keep(k, x):
+            if k in wanted:
+                out[k] = tensor_to_pil(x, channels)
+
+        self._enhance(plain, model, seed, wanted[-1] if wanted else 0, trajectory=keep)
+        return out
+
+    def _enhance(self, plain: PlainImage, model, seed: int, steps: int, trajectory=None) -> torch.Tensor:
+        arr = np.asarray(plain.image, dtype=np.float32)
+        x_base = torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+        cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
+        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory)
+
+    @classmethod
+    def describe_params(cls, header) -> dict:
+        if header.params_version != PARAMS_VERSION:
+            return super().describe_params(header)
+        return {"params_version": header.params_version, "seed": _decode_params(header.params),
+                "decode_schedule": f"{MAX_DECODE_STEPS} ancestral steps (prefix), first at λ={FIRST_STEP_LOGSNR}"}
+
+
+def _missing_denoiser():
+    raise InvalidFieldError("this DIRAC file names no residual (denoiser) model")
+
+
+def make_codec(model=None, **settings) -> DiracCodec:
+    return DiracCodec(model, **settings)
+
+
+__all__ = ["DiracCodec", "enhance", "schedule", "MAX_DECODE_STEPS"]

@@ -1,0 +1,256 @@
+"""DIRAC: base codecs as a layer, plain-file conditioning, the residual model, the pipeline, bad input.
+
+A tiny random residual model (perturbed so it is not the identity) keeps the tests fast; the
+shipped model is exercised by test_dirac_shipped_model when its weights are installed.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastdiffc import container
+from fastdiffc.codecs import classical
+from fastdiffc.codecs.plain import identify, ijg_table, jpeg_quality, open_plain, rate_features
+from fastdiffc.errors import (
+    ChecksumError,
+    DecodeBudgetError,
+    FormatError,
+    InvalidFieldError,
+    ModelMismatchError,
+    UnknownPipelineError,
+)
+from fastdiffc.image_io import psnr
+from fastdiffc.models.residual import ResidualDenoiser, ResidualSpec, default_unet_config
+from fastdiffc.models.unet import UNet, UNetConfig
+from fastdiffc.pipelines import load_codec
+from fastdiffc.pipelines.dirac import MAX_DECODE_STEPS, DiracCodec, schedule
+from PIL import Image
+
+SAMPLE = Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png"
+AVAILABLE = [n for n in ("jpeg", "webp", "avif", "heic", "jxl") if classical.get_codec(n).unavailable_reason() is None]
+
+
+def photo(h=64, w=96) -> Image.Image:
+    return Image.open(SAMPLE).convert("RGB").crop((120, 40, 120 + w, 40 + h))
+
+
+def tiny_model(seed=0) -> ResidualDenoiser:
+    cfg = UNetConfig.from_dict({**default_unet_config().to_dict(), "base_channels": 16, "channel_mults": [1, 2],
+                                "attn_head_dim": 16})
+    torch.manual_seed(seed)
+    net = UNet(cfg)
+    torch.nn.init.normal_(net.conv_out.weight, std=1e-2)
+    return ResidualDenoiser(net, ResidualSpec(), name="tiny-dirac", content_hash=0x1234ABCD).eval()
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return DiracCodec(tiny_model())
+
+
+# ----------------------------------------------------------------------------- plain files
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_identify_and_open_every_base_codec(name):
+    im = photo()
+    data = classical.get_codec(name).encode(im, 50)
+    assert identify(data) == name
+    plain = open_plain(data)
+    assert plain.codec == name and plain.image.size == im.size and plain.bytes == len(data)
+    assert plain.bpp == pytest.approx(8 * len(data) / (im.width * im.height))
+    assert psnr(plain.image, im) > 20
+
+
+@pytest.mark.parametrize("q", [5, 23, 50, 77, 95])
+def test_jpeg_quality_from_quantisation_tables(q):
+    data = classical.get_codec("jpeg").encode(photo(), q)
+    assert open_plain(data).quality == q
+    assert jpeg_quality(ijg_table(q)) == q
+
+
+def test_open_plain_refuses_foreign_corrupt_and_oversized():
+    data = classical.get_codec("jpeg").encode(photo(), 50)
+    with pytest.raises(FormatError, match="unrecognised signature"):
+        open_plain(b"GIF89a" + data)
+    with pytest.raises(FormatError, match="header says webp"):
+        open_plain(data, expect="webp")
+    with pytest.raises(FormatError, match="corrupt jpeg|decode"):
+        open_plain(data[:40])
+    with pytest.raises(FormatError, match="budget"):
+        open_plain(data, max_pixels=100)
+    with pytest.raises(FormatError, match="header says"):
+        open_plain(data, expect_size=(10, 10))
+
+
+def test_rate_features_are_clamped():
+    assert rate_features("jpeg", 0.25, 50) == (-2.0, 0.5)
+    assert rate_features("avif", 0.0, None) == (-8.0, -1.0)
+    assert rate_features("avif", 1e9, None)[0] == 4.0
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def test_schedule_is_increasing_and_starts_at_pure_noise():
+    lams = schedule(-6.0, 10.0)
+    assert len(lams) == MAX_DECODE_STEPS + 1 and lams[0] == -6.0 and lams[-1] == 10.0
+    assert all(a < b for a, b in zip(lams, lams[1:]))
+
+
+@pytest.mark.parametrize("base", AVAILABLE)
+def test_round_trip_every_base(codec, base):
+    im = photo()
+    data = codec.compress(im, base=base, quality=60)
+    h = container.read(data).header
+    assert h.pipeline == "dirac" and h.model("base").name == base and h.model("base").version
+    assert h.model("denoiser").hash == 0x1234ABCD
+    # The payload is the base codec's bitstream, unchanged.
+    assert container.read(data).segments[0] == classical.get_codec(base).encode(im, 60)
+    out = codec.decompress(data)
+    assert out.size == im.size and out.mode == "RGB"
+    assert psnr(out, im) > 18
+
+
+def test_decode_steps_are_prefixes_of_one_trajectory(codec):
+    data = codec.compress(photo(), base="jpeg", quality=30)
+    steps = [0, 1, 3, 20]
+    many = codec.decompress_steps(data, steps)
+    for k in steps:
+        assert np.array_equal(np.asarray(many[k]), np.asarray(codec.decompress(data, decode_steps=k)))
+    assert not np.array_equal(np.asarray(many[0]), np.asarray(many[20]))
+    # Deterministic: the same file and seed give the same pixels.
+    assert np.array_equal(np.asarray(codec.decompress(data, decode_steps=3)), np.asarray(many[3]))
+
+
+def test_seed_is_in_the_file_and_drives_the_sampling_noise():
+    m = tiny_model()
+    a = DiracCodec(m, seed=1).compress(photo(), base="jpeg", quality=30)
+    b = DiracCodec(m, seed=2).compress(photo(), base="jpeg", quality=30)
+    dec = DiracCodec(m)
+    assert not np.array_equal(np.asarray(dec.decompress(a, decode_steps=4)), np.asarray(dec.decompress(b, decode_steps=4)))
+    assert DiracCodec.describe_params(container.read(a).header)["seed"] == 1
+
+
+def test_bpp_is_a_ceiling(codec):
+    im = photo(128, 192)
+    pixels = im.width * im.height
+    for bpp in (1.0, 2.0, 3.0):
+        data = codec.compress(im, base="jpeg", bpp=bpp)
+        assert 8 * len(data) <= bpp * pixels
+        # The largest quality that fits: one step up would not.
+        q = open_plain(container.read(data).segments[0]).quality
+        bigger = codec.compress(im, base="jpeg", quality=q + 1)
+        assert 8 * len(bigger) > bpp * pixels
+    with pytest.raises(ValueError, match="smallest"):
+        codec.compress(im, base="jpeg", bpp=0.01)
+
+
+def test_knob_errors(codec):
+    data = codec.compress(photo(), base="jpeg", quality=40)
+    with pytest.raises(ValueError, match="decode_steps"):
+        codec.decompress(data, decode_steps=21)
+    with pytest.raises(ValueError, match="decode_steps"):
+        codec.decompress(data, decode_steps=-1)
+    with pytest.raises(ValueError, match="not a knob of the dirac pipeline"):
+        codec.decompress(data, method="flow")
+    with pytest.raises(ValueError, match="either bpp or quality"):
+        codec.compress(photo(), bpp=0.5, quality=40)
+    with pytest.raises(ValueError, match="base"):
+        codec.compress(photo(), base="gif", quality=40)
+    with pytest.raises(ValueError, match="quality"):
+        codec.compress(photo(), quality=101)
+
+
+def test_plain_file_enhancement(codec):
+    im = photo()
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=25)
+    out = codec.decompress(buf.getvalue(), decode_steps=0)
+    assert out.size == im.size
+    # The plain decode and the .fdc decode of the same bitstream agree (seed 0 in both).
+    fdc = DiracCodec(tiny_model(), seed=0)
+    wrapped = container.write(
+        container.read(fdc.compress(im, base="jpeg", quality=25)).header, [buf.getvalue()])
+    assert np.array_equal(np.asarray(fdc.decompress(wrapped, decode_steps=2)),
+                          np.asarray(codec.decompress(buf.getvalue(), decode_steps=2)))
+
+
+def _rewrite(data: bytes, **changes) -> bytes:
+    f = container.read(data)
+    header = container.Header(**{**{k: getattr(f.header, k) for k in
+                                    ("pipeline", "models", "height", "width", "channels", "precision",
+                                     "params_version", "params")}, **changes})
+    return container.write(header, changes.pop("segments", f.segments))
+
+
+def test_bad_files(codec):
+    im = photo()
+    data = codec.compress(im, base="jpeg", quality=40)
+    f = container.read(data)
+    models = f.header.models
+    with pytest.raises(InvalidFieldError, match="no known base codec"):
+        codec.decompress(_rewrite(data, models=(container.ModelRef("base", "gif", 0, "x"), models[1])))
+    with pytest.raises(FormatError, match="header says webp"):
+        codec.decompress(_rewrite(data, models=(container.ModelRef("base", "webp", 0, "x"), models[1])))
+    with pytest.raises(FormatError, match="header says"):
+        codec.decompress(_rewrite(data, width=im.width + 16))
+    with pytest.raises(ModelMismatchError):
+        codec.decompress(_rewrite(data, models=(models[0], container.ModelRef("denoiser", "tiny-dirac", 99))))
+    with pytest.raises(InvalidFieldError, match="one base bitstream"):
+        codec.decompress(container.write(f.header, [f.segments[0], f.segments[0]]))
+    with pytest.raises(FormatError, match="corrupt jpeg"):
+        codec.decompress(container.write(f.header, [f.segments[0][: len(f.segments[0]) // 3]]))
+    with pytest.raises(DecodeBudgetError, match="max_pixels"):
+        DiracCodec(tiny_model(), max_pixels=100).decompress(data)
+    with pytest.raises(ChecksumError):
+        codec.decompress(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(UnknownPipelineError):
+        codec.decompress(_rewrite(data, pipeline="diffc"))
+    with pytest.raises(FormatError, match="signature|not an .fdc"):
+        codec.decompress(b"\x00" * 64)
+
+
+def test_load_codec_dirac_uses_the_registry_name():
+    assert isinstance(load_codec("dirac", tiny_model()), DiracCodec)
+
+
+def test_dirac_fuzz_decoder_never_escapes_the_error_contract(codec):
+    """Bit flips and truncations of a DIRAC file (CRC fixed or not): FormatError/ValueError or an image."""
+    import struct
+    import zlib
+
+    data = bytearray(codec.compress(photo(32, 48), base="jpeg", quality=30))
+    rng = np.random.default_rng(5)
+    hdr_len = len(data) - sum(map(len, container.read(bytes(data)).segments)) - 4
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(150):
+        d = bytearray(data)
+        pos = int(rng.integers(len(d)))
+        d[pos] ^= 1 << int(rng.integers(8))
+        if i % 2 and pos >= hdr_len:  # recompute the payload CRC: the base decoder sees the damage
+            payload = bytes(d[hdr_len:-4])
+            d[-4:] = struct.pack("<I", zlib.crc32(payload))
+        if i % 5 == 0:
+            d = d[: int(rng.integers(len(d)))]
+        try:
+            codec.decompress(bytes(d))
+            outcomes["ok"] += 1
+        except ValueError:  # FormatError is a ValueError
+            outcomes["error"] += 1
+    assert outcomes["error"] > 50
+
+
+def test_dirac_shipped_model_improves_jpeg():
+    """The shipped default model: a plain JPEG decodes through DIRAC with higher PSNR at 0 steps."""
+    from fastdiffc.models.registry import list_models
+
+    if "dirac" not in {m.name for m in list_models()}:
+        pytest.fail("the shipped DIRAC model weights/dirac.safetensors is missing")
+    im = Image.open(SAMPLE).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=30)
+    out = load_codec("dirac").decompress(buf.getvalue(), decode_steps=0)
+    assert psnr(out, im) > psnr(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), im) + 0.2
