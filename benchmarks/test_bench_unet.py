@@ -1,4 +1,4 @@
-"""UNet denoiser speed (pytest-benchmark). Budget (DESIGN §10): a 768×512 forward in about 1 s
+"""UNet denoiser speed (pytest-benchmark). Budget (docs/design.md §10): a 768×512 forward in about 1 s
 on 2 threads of the dev machine. Run: python -m pytest benchmarks/test_bench_unet.py --benchmark-only"""
 
 import pytest

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the development evaluation photos (DESIGN §8) as PNGs into a folder.
+"""Write the development evaluation photos (docs/design.md §8) as PNGs into a folder.
 
     python scripts/export_dev_images.py data/dev_images
 

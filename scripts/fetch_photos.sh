@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the training photographs of DESIGN §8 from Debian packages and write
+# Fetch the training photographs of docs/design.md §8 from Debian packages and write
 #   data/photos/train/*.png, data/photos/heldout/*.png, data/photos/manifest.tsv
 # (file, sha256 of the written PNG, split, source path inside the package, size).
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Fit the shipped analytic Gaussian model (python/fastdiffc/weights/gaussian.safetensors) on the
-training photos of DESIGN §8 (data/photos/train, made by scripts/fetch_photos.sh). Never the
+training photos of docs/design.md §8 (data/photos/train, made by scripts/fetch_photos.sh). Never the
 evaluation photos. Reproducible: fixed seed, patch positions drawn from it.
 
 Usage: scripts/fit_gaussian.py [--data data/photos] [--out python/fastdiffc/weights/gaussian.safetensors]

@@ -1,4 +1,4 @@
-"""RCC (DESIGN §5): exact agreement of the cpp and numpy backends, round trips, determinism, bad input."""
+"""RCC (docs/design.md §5): exact agreement of the cpp and numpy backends, round trips, determinism, bad input."""
 
 import json
 import os

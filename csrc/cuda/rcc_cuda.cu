@@ -1,4 +1,4 @@
-// CUDA RCC candidate selection (DESIGN §5): per step one scoring launch over all chunks (a grid
+// CUDA RCC candidate selection (docs/design.md §5): per step one scoring launch over all chunks (a grid
 // of chunks x candidate blocks, one thread per candidate), block argmin reductions with ties to the
 // lowest index, and the same Philox / table normals / lane-ordered dot products / fixed-point
 // arrival times as the CPU (csrc/rcc/rcc_common.h), so both select identical indices.

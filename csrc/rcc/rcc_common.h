@@ -1,4 +1,4 @@
-// RCC definitions shared by the CPU implementation and the CUDA kernels (DESIGN §5).
+// RCC definitions shared by the CPU implementation and the CUDA kernels (docs/design.md §5).
 // Every formula here has a twin in python/fastdiffc/rcc_numpy.py; the three agree bit for bit.
 #pragma once
 

@@ -1,4 +1,4 @@
-// CPU implementation of RCC (DESIGN §5): permutation, candidate selection, chosen candidates.
+// CPU implementation of RCC (docs/design.md §5): permutation, candidate selection, chosen candidates.
 // Plain C++ (no pybind11); arguments are validated by the callers in rcc_bindings.cpp and
 // again here (check_* throw std::invalid_argument), so no entry point reads out of bounds.
 #pragma once

@@ -1,6 +1,6 @@
 // Philox4x32-10 (Salmon et al., SC'11) for C++ and CUDA alike.
 //
-// Counter layout used throughout fastdiffc's RCC (DESIGN §5), one index per 32-bit word, so no
+// Counter layout used throughout fastdiffc's RCC (docs/design.md §5), one index per 32-bit word, so no
 // index is ever folded into an overflowing 32-bit offset:
 //   c0 = position block (8 normals per block), c1 = candidate, c2 = chunk, c3 = domain << 28 | step.
 // The key is the 64-bit seed (k0 = low word, k1 = high word).

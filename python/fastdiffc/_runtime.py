@@ -2,7 +2,7 @@
 
 glibc malloc returns large freed blocks to the OS (mmap threshold / trim), so every
 UNet forward pays page faults for its activation buffers again; measured on the
-2-core dev machine this made forwards ~2-3x slower than with tcmalloc (DESIGN §10).
+2-core dev machine this made forwards ~2-3x slower than with tcmalloc (docs/design.md §10).
 Raising the thresholds keeps those buffers in the heap. Opt out with
 FASTDIFFC_NO_MALLOPT=1, or preload tcmalloc, which makes this moot.
 """

@@ -1,4 +1,4 @@
-"""The `fastdiffc` command line (DESIGN §7).
+"""The `fastdiffc` command line (docs/design.md §7).
 
 Each subcommand lives in fastdiffc/commands/<name>.py and exposes
 `add_parser(subparsers)` (which sets `func`) — cli.py only wires them together, applies

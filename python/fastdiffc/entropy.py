@@ -7,7 +7,7 @@ and an all-empty stream is b"". `decode_canonical` re-encodes what it read and r
 that is not exactly what the encoder would have produced: corrupt, truncated or padded data
 raises `FormatError` instead of silently decoding garbage.
 
-RCC index coding (DESIGN §5) sits on top: a step's payload is the chunk count followed by one
+RCC index coding (docs/design.md §5) sits on top: a step's payload is the chunk count followed by one
 index per chunk; `importance` indices are uniform over the 2^b candidates, `pfr` indices use a
 Zipf model P(k) ∝ 1/(k+1) truncated at 2^b. Every model is built from integers alone (b and the
 scheme), with IEEE divisions only, so encoder and decoder agree on every platform.

@@ -1,6 +1,6 @@
 """Image inputs and outputs for the codecs.
 
-Accepted inputs (DESIGN §7): PIL images, HxWxC (or HxW) uint8 numpy arrays, and CHW
+Accepted inputs (docs/design.md §7): PIL images, HxWxC (or HxW) uint8 numpy arrays, and CHW
 (or 1xCxHxW) float tensors in [-1, 1], plus file paths for convenience. Everything
 becomes a 1x3xHxW float tensor in [-1, 1] and the number of channels to give back.
 
@@ -113,7 +113,7 @@ def _from_tensor(t: torch.Tensor) -> PreparedImage:
     if not torch.isfinite(t).all():
         raise ValueError("tensor image contains NaN or inf")
     if t.min() < -1.0 - 1e-6 or t.max() > 1.0 + 1e-6:
-        raise ValueError("tensor images must lie in [-1, 1] (DESIGN §3 convention)")
+        raise ValueError("tensor images must lie in [-1, 1] (docs/design.md §3 convention)")
     t = t.clamp(-1.0, 1.0)
     return PreparedImage(t.expand(3, h, w).unsqueeze(0).contiguous(), c)
 

@@ -1,4 +1,4 @@
-"""Reverse channel coding of a Gaussian: communicate ε ~ N(μ, I) against the prior N(0, I) (DESIGN §5).
+"""Reverse channel coding of a Gaussian: communicate ε ~ N(μ, I) against the prior N(0, I) (docs/design.md §5).
 
     enc = encode(mu, seed=s, step=k)          # enc.payload: bytes, enc.sample: ε (mu's shape)
     eps = decode(enc.payload, mu.size, seed=s, step=k)   # == enc.sample.ravel(), bit for bit

@@ -1,4 +1,4 @@
-"""Pure-numpy reference of the RCC maths (DESIGN §5); the C++ and CUDA backends match it bit for bit.
+"""Pure-numpy reference of the RCC maths (docs/design.md §5); the C++ and CUDA backends match it bit for bit.
 
 Everything here is defined by IEEE double/float32 arithmetic (+, -, *, /, floor, frexp, ldexp)
 and integer operations only: no libm transcendental functions, whose last bits differ between

@@ -1,10 +1,10 @@
-"""Samplers over any Denoiser (DESIGN §3): ancestral (DDPM), DDIM with η, probability-flow ODE.
+"""Samplers over any Denoiser (docs/design.md §3): ancestral (DDPM), DDIM with η, probability-flow ODE.
 
 All samplers start from a given z at a given log-SNR (DiffC and DIRAC start mid-way) and
 walk a 1-D grid of log-SNR values ``logsnrs = [λ_0, λ_1, …, λ_K]``; z is at λ_0. `sample`
 returns the denoised x̂0 = denoiser(z_K, λ_K) (or z_K with ``return_z=True``).
 
-- ``ancestral``: z_k ~ q(z_k | z_{k-1}, x̂0(z_{k-1})) — the model step of DESIGN §3.
+- ``ancestral``: z_k ~ q(z_k | z_{k-1}, x̂0(z_{k-1})) — the model step of docs/design.md §3.
 - ``ddim``: z_k = α_k x̂0 + sqrt(σ_k² − s²) ε̂ + s·noise with s = η · std_posterior;
   η = 1 is exactly the ancestral step, η = 0 the first-order deterministic step.
 - ``flow``: the probability-flow ODE, integrated with an exponential integrator in log-SNR

@@ -1,4 +1,4 @@
-"""Variance-preserving diffusion maths in terms of log-SNR λ (DESIGN §3).
+"""Variance-preserving diffusion maths in terms of log-SNR λ (docs/design.md §3).
 
 z_λ = α x + σ ε with α² = sigmoid(λ), σ² = sigmoid(−λ). A reverse step goes from a
 noisier λ_from to a cleaner λ_to (λ_from < λ_to). Everything is written with
@@ -70,7 +70,7 @@ def posterior(z_from: torch.Tensor, x: torch.Tensor, logsnr_from, logsnr_to):
 
 def step_kl(x: torch.Tensor, x_hat: torch.Tensor, logsnr_from, logsnr_to) -> torch.Tensor:
     """KL[q(z_to|z_from,x) ‖ p(z_to|z_from)] in nats, per batch element:
-    ½ (SNR_to − SNR_from) ‖x − x̂‖² (DESIGN §3)."""
+    ½ (SNR_to − SNR_from) ‖x − x̂‖² (docs/design.md §3)."""
     lf, lt = _as_tensor(logsnr_from, x), _as_tensor(logsnr_to, x)
     gain = 0.5 * (torch.exp(lt) - torch.exp(lf))
     sq = (x - x_hat).pow(2).flatten(1).sum(1) if x.ndim > 1 else (x - x_hat).pow(2).sum()

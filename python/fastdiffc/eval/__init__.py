@@ -1,4 +1,4 @@
-"""Evaluation: classical codecs, metrics, RD sweeps, BD-rate, plots (`fastdiffc eval`, DESIGN §9).
+"""Evaluation: classical codecs, metrics, RD sweeps, BD-rate, plots (`fastdiffc eval`, docs/design.md §9).
 
 - `codecs`: JPEG, WebP, AVIF, HEIC, JPEG XL, JPEG 2000 through Pillow and its plugins.
 - `metrics`: PSNR, MS-SSIM, SSIMULACRA2 and a weight-free realism distance.

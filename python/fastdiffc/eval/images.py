@@ -1,4 +1,4 @@
-"""Image folders for evaluation, and the development evaluation photos (DESIGN §8).
+"""Image folders for evaluation, and the development evaluation photos (docs/design.md §8).
 
 The development photos are the photographs shipped inside pip packages — scikit-image
 (astronaut, chelsea, coffee, rocket, motorcycle_left), scikit-learn (china, flower) and

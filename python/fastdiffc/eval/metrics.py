@@ -1,4 +1,4 @@
-"""Image quality metrics for rate–distortion evaluation (DESIGN §9).
+"""Image quality metrics for rate–distortion evaluation (docs/design.md §9).
 
 All metrics take two RGB 8-bit images of the same size (PIL images or HxWx3 uint8
 arrays): the original first, the reconstruction second.

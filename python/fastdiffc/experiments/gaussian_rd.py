@@ -1,4 +1,4 @@
-"""The paper's Gaussian results (Theis et al. 2022, DESIGN §4), with actual coded bits.
+"""The paper's Gaussian results (Theis et al. 2022, docs/design.md §4), with actual coded bits.
 
 Source: x ∈ R^D with independent components x_i ~ N(0, v_i), a power-law spectrum
 v_i ∝ (1 + i / i0)^(−p) (equivalently a stationary Gaussian in an orthonormal frequency

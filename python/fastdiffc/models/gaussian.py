@@ -1,4 +1,4 @@
-"""The analytic Gaussian denoiser (DESIGN §3): images modelled as x ~ N(m, Σ).
+"""The analytic Gaussian denoiser (docs/design.md §3): images modelled as x ~ N(m, Σ).
 
 Structure of Σ: a fixed orthonormal 3×3 colour transform P (PCA of RGB) decorrelates the colour
 channels, y = Pᵀ(x − m); each decorrelated channel is stationary and modelled as diagonal in the

@@ -1,4 +1,4 @@
-"""DiffC (Theis et al. 2022, "Lossy Compression with Gaussian Diffusion"), DESIGN §4.
+"""DiffC (Theis et al. 2022, "Lossy Compression with Gaussian Diffusion"), docs/design.md §4.
 
 The sender never transforms the image. It communicates a sample of the noisy image
 z_λ ~ q(z_λ | x), one reverse-diffusion step at a time, each step by reverse channel
@@ -7,7 +7,7 @@ coding (RCC) against the model's own prediction:
     z_0 ~ N(0, I) from the shared seed                         (0 bits)
     for k = 1..K (λ_{k-1} < λ_k on the shared grid):
         x̂0  = denoiser(z_{k-1}, λ_{k-1})                        (both sides)
-        μ_Q(·) = c_z z_{k-1} + c_x · (x or x̂0),  σ_Q          (q(z_k | z_{k-1}, x), DESIGN §3)
+        μ_Q(·) = c_z z_{k-1} + c_x · (x or x̂0),  σ_Q          (q(z_k | z_{k-1}, x), docs/design.md §3)
         μ   = (μ_Q(x) − μ_Q(x̂0)) / σ_Q = c_x (x − x̂0) / σ_Q    (sender only)
         ε   = RCC sample of N(μ, I) coded against N(0, I)       (segment k of the file)
         z_k = μ_Q(x̂0) + σ_Q ε                                  (both sides, bit for bit)

@@ -34,7 +34,7 @@ def load_image(path) -> torch.Tensor:
 
 
 def to_model_range(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float32 [-1, 1] (DESIGN §3)."""
+    """uint8 [0, 255] → float32 [-1, 1] (docs/design.md §3)."""
     return x_uint8.to(torch.float32) / 127.5 - 1.0
 
 

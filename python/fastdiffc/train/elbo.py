@@ -7,7 +7,7 @@ For data x (8-bit, scaled to [-1, 1]) and any Denoiser x̂0(z_λ, λ), the negat
               + E[−log p(x | z_λmax)]                               8-bit decoder
 
 The diffusion integrand is exactly the limit of DiffC's per-step rate
-½ (SNR_to − SNR_from) ‖x − x̂0‖² (DESIGN §3) divided by the step's Δλ, so a model
+½ (SNR_to − SNR_from) ‖x − x̂0‖² (docs/design.md §3) divided by the step's Δλ, so a model
 trained on it minimises DiffC's rate. One estimator, `elbo_bits_per_dim`, serves the
 UNet and the analytic Gaussian denoiser alike (same patches, same λ, same noise).
 """
