@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastdiffc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fastdiffc info x.fdc | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except Exception as e:  # every error, expected or not: one line unless --debug
         if args.debug:
             raise
