@@ -128,6 +128,8 @@ def test_load_pipeline_reports_failures_and_builds_progressive_adapter():
     with pytest.raises(ValueError, match="bad pipeline spec"):
         contenders.parse_pipeline_spec("diffc:flow:extra")
     assert contenders.parse_pipeline_spec("diffc@gaussian:ancestral") == ("diffc", "gaussian", "ancestral")
+    with pytest.raises(ValueError, match="unknown pipeline 'nosuch'"):  # a usage error, before loading
+        contenders.load_pipeline("nosuch", load_codec=broken)
 
     seen = []
     fake = BitPlaneCodec()
@@ -135,16 +137,17 @@ def test_load_pipeline_reports_failures_and_builds_progressive_adapter():
                                        load_codec=lambda n, m, **kw: seen.append((n, m, kw)) or fake,
                                        truncate=truncate_bitplanes)
     assert seen == [("diffc", "gaussian", {"bits_per_chunk": 12})]
-    assert isinstance(adapter, contenders.ProgressivePipeline) and adapter.name == "diffc@gaussian-flow"
-    other = contenders.load_pipeline("cdc", load_codec=lambda n, m: fake, rates=[0.5])
-    assert isinstance(other, contenders.RatePipeline) and other.name == "cdc"
+    assert isinstance(adapter, contenders.ProgressivePipeline) and adapter.names == ("diffc@gaussian-flow",)
+    both = contenders.load_pipeline("diffc:method=flow+denoise", load_codec=lambda n, m: fake,
+                                    truncate=truncate_bitplanes)
+    assert both.names == ("diffc-flow", "diffc-denoise")
 
 
 def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir):
     fake = BitPlaneCodec()
     adapter = contenders.ProgressivePipeline("diffc-flow", fake, truncate_bitplanes, method="flow")
     image = images.load_image(image_dir / "a.png")
-    trials = list(adapter.run(image, "a.png", set(), tmp_path / "streams"))
+    trials = list(adapter.run(image, "a.png", {}, tmp_path / "streams"))
     assert fake.compress_calls == 1 and set(fake.decode_methods) == {"flow"}
     assert [t.setting for t in trials] == [f"steps={k}" for k in range(1, 9)]  # every step of the stream
     full = (tmp_path / "streams" / "a.diffc-flow.bpp1.fdc").read_bytes()
@@ -153,9 +156,16 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     psnrs = [metrics.psnr(image, t.reconstruction) for t in trials]
     assert psnrs == sorted(psnrs) and psnrs[-1] == float("inf")  # 8 bit planes are lossless
     # A resumed run reuses the cached stream and only decodes what is missing.
-    again = list(adapter.run(image, "a.png", {"steps=1", "steps=2"}, tmp_path / "streams"))
+    again = list(adapter.run(image, "a.png", {"diffc-flow": {"steps=1", "steps=2"}}, tmp_path / "streams"))
     assert fake.compress_calls == 1 and [t.setting for t in again] == [f"steps={k}" for k in range(3, 9)]
-    assert not adapter.pending("a.png", {t.setting for t in trials}, tmp_path / "streams")
+    assert not adapter.pending("a.png", {"diffc-flow": {t.setting for t in trials}}, tmp_path / "streams")
+    # Variants share the stream; one cached by a report made before variants existed is reused.
+    shared = contenders.ProgressivePipeline("diffc", fake, truncate_bitplanes, cache_name="diffc",
+                                            variants=[contenders.Variant("diffc-flow", {"method": "flow"}),
+                                                      contenders.Variant("diffc-denoise", {"method": "denoise"})],
+                                            legacy_cache_names=["diffc-flow"])
+    both = list(shared.run(image, "a.png", {"diffc-flow": {t.setting for t in trials}}, tmp_path / "streams"))
+    assert fake.compress_calls == 1 and {t.codec for t in both} == {"diffc-denoise"} and len(both) == 8
 
 
 def test_progressive_pipeline_uses_one_replay_when_offered(tmp_path, image_dir):
@@ -284,9 +294,17 @@ def test_cli_eval_skips_unloadable_pipeline_and_rejects_bad_input(tmp_path, imag
     out = tmp_path / "report"
     argv = ["eval", str(image_dir), "-o", str(out), "--codecs", "jpeg", "--qualities", "50",
             "--pipelines", "nosuchpipeline", "--metrics", "psnr", "--no-progress"]
+    assert cli.main(argv) == 1
+    assert "unknown pipeline 'nosuchpipeline'" in capsys.readouterr().err
+    argv[argv.index("nosuchpipeline")] = "cdc:level=1+2"  # known, but not in this build: skipped
     assert cli.main(argv) == 0
-    err = capsys.readouterr().err
-    assert "skipping pipeline 'nosuchpipeline' unavailable" in err
+    assert "skipping pipeline 'cdc:level=1+2' unavailable" in capsys.readouterr().err
+    for spec, message in (("dirac:decode_steps=21", "decode_steps must be an integer in 0..20"),
+                          ("dirac:flow", "method is not a knob of the dirac pipeline"),
+                          ("diffc,dirac:quality=5:bpp=0.1", "give one of bpp, quality")):
+        argv[argv.index("--pipelines") + 1] = spec
+        assert cli.main(argv) == 1  # before any model is loaded (diffc's included)
+        assert message in capsys.readouterr().err
     assert cli.main(["eval", str(image_dir), "-o", str(out), "--codecs", "bpg", "--pipelines", "none"]) == 1
     assert "unknown codec 'bpg'" in capsys.readouterr().err
     assert cli.main(["eval", str(image_dir), "-o", str(out), "--pipeline-option", "bits_per_chunk"]) == 1

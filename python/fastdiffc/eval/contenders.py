@@ -500,7 +500,7 @@ def resolve_spec(spec: ContenderSpec | str, cls: type | None = None) -> Resolved
             raise ValueError(f"pipeline spec {spec.text!r}: {e}") from None
         stages[knob.stage][knob.name] = values
     rate_decl = {k.name: k for k in cls.knobs("rate")}
-    sizing = [n for n in stages["rate"] if rate_decl[n].sets_size]
+    sizing = [n for n, k in rate_decl.items() if n in stages["rate"] and k.sets_size]
     if len(sizing) > 1:
         raise ValueError(f"pipeline spec {spec.text!r}: give one of {', '.join(sizing)}, not several (each sets "
                          f"the size of a {spec.name} file)")

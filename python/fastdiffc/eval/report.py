@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ METRIC_INFO = {  # name: (axis label, higher is better, decimals)
     "realism": ("realism: Laplacian-patch SWD (lower is better)", False, 4),
 }
 SUMMARY_FILE = "summary.md"
+# Rates of the distortion ↔ realism figure: the base settings whose mean bpp is nearest these.
+REALISM_RATES = (0.1, 0.25, 0.5)
+_STEPS_PART = re.compile(r"s(\d+)")
 
 
 def _float(text: str) -> float:
@@ -104,6 +108,12 @@ def bd_table(curves: Mapping[str, Sequence[Mapping]], metric: str, anchors=BD_AN
     return table
 
 
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN marks a time not measured, e.g. a cached encode); NaN if none."""
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else math.nan
+
+
 def _cell(value: float, decimals: int, suffix: str = "") -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.{decimals}f}{suffix}"
 
@@ -175,8 +185,7 @@ def write_report(out_dir: str | Path, *, descriptions: Mapping[str, str] | None 
         pts = curves[codec]
         bpps = [p["bpp"] for p in pts]
         rng = f"{min(bpps):.3f}–{max(bpps):.3f}" if bpps else "—"
-        enc = np.nanmean(_column(pts, "encode_s")) if pts else math.nan
-        dec = np.nanmean(_column(pts, "decode_s")) if pts else math.nan
+        enc, dec = (_nanmean(_column(pts, c)) if pts else math.nan for c in ("encode_s", "decode_s"))
         lines.append(f"| {codec} | {descriptions.get(codec, '')} | {len(pts)} | {rng} | "
                      f"{_cell(enc, 3)} | {_cell(dec, 3)} |")
 
@@ -220,8 +229,129 @@ def write_report(out_dir: str | Path, *, descriptions: Mapping[str, str] | None 
         name = f"rd_{metric}.png"
         plot_rd(curves, metric, out_dir / name)
         lines.append(f"![{METRIC_INFO[metric][0]}]({name})")
+    if "psnr" in metrics and "realism" in metrics:
+        for family, by_steps in realism_families(curves).items():
+            lines += realism_section(family, by_steps, curves, out_dir, len(used))
     if failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
     path = out_dir / SUMMARY_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------- distortion ↔ realism
+
+
+def split_decode_steps(label: str) -> tuple[str, int] | None:
+    """("dirac-avif", 8) for the curve label "dirac-avif-s8" (the last `-sN` part, see
+    eval.contenders), None for a label without decode steps."""
+    parts = label.split("-")
+    for i in range(len(parts) - 1, 0, -1):
+        m = _STEPS_PART.fullmatch(parts[i])
+        if m:
+            return "-".join(parts[:i] + parts[i + 1:]), int(m.group(1))
+    return None
+
+
+def realism_families(curves: Mapping[str, Sequence[Mapping]]) -> dict[str, dict[int, list[dict]]]:
+    """{family: {decode_steps: curve}} for the families (DIRAC, CDC curves that differ only in
+    decode_steps) measured at two or more step counts."""
+    families: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    for label, points in curves.items():
+        split = split_decode_steps(label)
+        if split is not None and points:
+            families[split[0]][split[1]] = list(points)
+    return {f: dict(sorted(by.items())) for f, by in sorted(families.items()) if len(by) >= 2}
+
+
+def realism_settings(by_steps: Mapping[int, Sequence[Mapping]], targets: Sequence[float] = REALISM_RATES) -> list[dict]:
+    """Up to len(targets) settings measured at every step count, the ones whose mean bpp is
+    nearest each target (in log-rate); as {setting, bpp}, by rate."""
+    common = None
+    for points in by_steps.values():
+        settings = {p["setting"] for p in points}
+        common = settings if common is None else common & settings
+    first = next(iter(by_steps.values()))
+    candidates = [{"setting": p["setting"], "bpp": p["bpp"]} for p in first
+                  if p["setting"] in (common or set()) and math.isfinite(p["bpp"]) and p["bpp"] > 0]
+    chosen: list[dict] = []
+    for target in targets:
+        left = [c for c in candidates if c not in chosen]
+        if left:
+            chosen.append(min(left, key=lambda c: abs(math.log(c["bpp"] / target))))
+    return sorted(chosen, key=lambda c: c["bpp"])
+
+
+def _point(points: Sequence[Mapping], setting: str) -> Mapping | None:
+    return next((p for p in points if p["setting"] == setting), None)
+
+
+def _base_codec(family: str, curves: Mapping[str, Sequence[Mapping]]) -> str | None:
+    """The classical codec a family is built on ("dirac-avif" → "avif"), if its curve was measured."""
+    last = family.rsplit("-", 1)[-1]
+    return last if last in CLASSICAL and last in curves else None
+
+
+def plot_realism(family: str, by_steps: Mapping[int, Sequence[Mapping]], settings: Sequence[Mapping],
+                 curves: Mapping[str, Sequence[Mapping]], path: Path) -> Path:
+    """PSNR and realism against decode_steps, one line per rate (the base codec dashed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    base = _base_codec(family, curves)
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    steps = list(by_steps)
+    for i, metric in enumerate(("psnr", "realism")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for j, s in enumerate(settings):
+            colour = f"C{j}"
+            values = [(_point(by_steps[k], s["setting"]) or {}).get(metric, math.nan) for k in steps]
+            ax.plot(steps, values, marker="o", markersize=3, color=colour,
+                    label=f"{s['setting']} ({s['bpp']:.3f} bpp)")
+            ref = _point(curves[base], s["setting"]) if base else None
+            if ref is not None and math.isfinite(ref[metric]):
+                ax.axhline(ref[metric], color=colour, linestyle="--", linewidth=1,
+                           label=f"{base} {s['setting']}" if j == 0 else None)
+        ax.set_xlabel("decode steps")
+        ax.set_ylabel(METRIC_INFO[metric][0])
+        ax.grid(True, alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{family}: distortion ↔ realism (dashed: {base or 'no base codec'} alone, same bitstream)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def realism_section(family: str, by_steps: Mapping[int, Sequence[Mapping]], curves: Mapping[str, Sequence[Mapping]],
+                    out_dir: Path, images: int) -> list[str]:
+    """summary.md lines of one family's distortion ↔ realism table, and its figure
+    (realism_<family>.png) written to out_dir."""
+    settings = realism_settings(by_steps)
+    if not settings:
+        return []
+    name = "realism_" + re.sub(r"[^A-Za-z0-9._-]+", "_", family) + ".png"
+    plot_realism(family, by_steps, settings, curves, out_dir / name)
+    base = _base_codec(family, curves)
+    lines = ["", f"## Distortion ↔ realism: {family}", "",
+             f"Mean over the {images} images of PSNR (dB) / realism (Laplacian-patch SWD, lower = more realistic) "
+             f"against decode_steps, at {len(settings)} rates; every step count decodes the same files."
+             + (f" The {base} row is the base codec's own decode of the same bitstream." if base else ""), "",
+             "| decode steps | " + " | ".join(f"{s['setting']} ({s['bpp']:.3f} bpp)" for s in settings) + " |",
+             "|---|" + "---|" * len(settings)]
+
+    def cells(points):
+        out = []
+        for s in settings:
+            p = _point(points, s["setting"]) if points else None
+            out.append("—" if p is None else f"{_cell(p['psnr'], 2)} / {_cell(p['realism'], 4)}")
+        return " | ".join(out)
+
+    if base:
+        lines.append(f"| {base} | {cells(curves[base])} |")
+    for k, points in by_steps.items():
+        lines.append(f"| {k} | {cells(points)} |")
+    lines += ["", f"![{family}: PSNR and realism against decode steps]({name})"]
+    return lines

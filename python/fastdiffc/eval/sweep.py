@@ -1,8 +1,9 @@
 """Resumable rate–distortion sweep over an image folder, written to points.csv.
 
 Each finished point is appended (and flushed) as soon as it is measured, keyed by
-(image, codec, setting); a later run over the same report folder skips every key
-already in points.csv, so an interrupted sweep continues where it stopped and a
+(image, codec, setting) — `codec` is the curve's label; a contender may draw several
+curves (`contender.names`, e.g. one per DIRAC decode_steps value). A later run over the
+same report folder skips every key already in points.csv, so an interrupted sweep continues where it stopped and a
 finished one computes nothing. `sweep.json` records the settings that change the
 meaning of a point (the image size limit); resuming with different ones is refused.
 """
@@ -112,7 +113,9 @@ def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: 
             reference = None
             for contender in contenders:
                 bar.set_postfix_str(f"{key} {contender.name}", refresh=False)
-                finished = done.setdefault((key, contender.name), set())
+                # The finished settings of each curve the contender draws (label -> set).
+                names = getattr(contender, "names", (contender.name,))
+                finished = {label: done.setdefault((key, label), set()) for label in names}
                 try:
                     if not contender.pending(key, finished, cache_dir):
                         result.skipped_tasks += 1
@@ -124,18 +127,19 @@ def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: 
                         if "realism" in metrics:
                             reference = RealismReference(original)
                     for trial in contender.run(image, key, finished, cache_dir):
-                        bar.set_postfix_str(f"{key} {contender.name} {trial.setting}", refresh=False)
+                        label = trial.codec or contender.name
+                        bar.set_postfix_str(f"{key} {label} {trial.setting}", refresh=False)
                         recon = as_rgb_array(trial.reconstruction)
                         values = compute_metrics(original, recon, metrics, realism_reference=reference)
                         h, w = original.shape[:2]
-                        row = {"image": key, "codec": contender.name, "setting": trial.setting,
+                        row = {"image": key, "codec": label, "setting": trial.setting,
                                "bytes": trial.nbytes, "bpp": _fmt(trial.nbytes * 8 / (w * h)),
                                "width": w, "height": h, "encode_s": _fmt(trial.encode_s),
                                "decode_s": _fmt(trial.decode_s)}
                         row.update({k: _fmt(v) for k, v in values.items()})
                         writer.writerow([row.get(c, "") for c in COLUMNS])
                         f.flush()
-                        finished.add(trial.setting)
+                        finished.setdefault(label, done.setdefault((key, label), set())).add(trial.setting)
                         result.computed += 1
                 except Exception as e:  # noqa: BLE001 — one failing codec/image must not end the sweep
                     message = f"{contender.name} on {key}: {type(e).__name__}: {e}"
