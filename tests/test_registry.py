@@ -80,3 +80,32 @@ def test_default_model_for_unknown_pipeline_is_a_clear_error():
 
     with pytest.raises(ModelNotFoundError, match="no default model for pipeline 'nope'"):
         default_model_name("nope")
+
+
+def test_every_former_default_still_decodes_its_files():
+    """A file written by the 2026-11-22 release with its default model (hybrid over the first
+    UNet, both since retrained) names 'hybrid' with the old hash: it must still decode, through the
+    retired weights shipped as hybrid-20261122 / unet-20261122 (found by content hash)."""
+    from pathlib import Path
+
+    import numpy as np
+    from fastdiffc import container, load_codec
+    from PIL import Image
+
+    golden = Path(__file__).parent / "golden"
+    data = (golden / "diffc_v1_hybrid20261122_32x48.fdc").read_bytes()
+    header = container.read(data).header
+    assert header.model_name == "hybrid" and header.model_hash == 0x95229263A07DB4BD
+    out = np.asarray(load_codec("diffc", recon_steps=4).decompress(data, method="denoise"), dtype=np.int16)
+    # Written and decoded by that release on this machine; float drift across machines stays tiny.
+    want = np.asarray(Image.open(golden / "diffc_v1_hybrid20261122_32x48_denoise.png"), dtype=np.int16)
+    assert np.abs(out - want).max() <= 2
+
+
+def test_retired_defaults_are_listed_and_load():
+    from fastdiffc.models.registry import list_models, load_model
+
+    names = {m.name for m in list_models()}
+    assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122"} <= names
+    old = load_model("hybrid-20261122")
+    assert old.content_hash == 0x95229263A07DB4BD

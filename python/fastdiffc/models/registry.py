@@ -165,14 +165,32 @@ def _part_info(name: str, folder: Path, models: dict, composite: str) -> ModelIn
     return info
 
 
+def _find_part(name: str, want: int, folder: Path, models: dict, composite: str) -> ModelInfo:
+    """The part file of a composite: `name` if it still has the recorded hash, else a retired
+    copy shipped under another name (e.g. unet-20261122) with that hash; ModelMismatchError otherwise."""
+    info = _part_info(name, folder, models, composite)
+    got = content_hash(info.path)
+    if got == want:
+        return info
+    retired = next((m for m in models.values() if m.cls != "composite" and content_hash(m.path) == want), None)
+    if retired is not None:
+        return retired
+    raise ModelMismatchError(
+        f"composite model {composite!r} was built with part {name!r} of hash {_hash_hex(want)}, but "
+        f"{info.path.name} now has hash {_hash_hex(got)}; re-save the composite "
+        f"(fastdiffc.models.registry.save_composite, or scripts/make_hybrid.py for 'hybrid')")
+
+
 def composite_status(info: ModelInfo) -> str:
     """'ok', or why loading the composite `info` would refuse (for listings; never raises)."""
     try:
         parts, hashes, _ = composite_config(info.config)
         models = {m.name: m for m in list_models(info.path.parent)}
         for name, want in zip(parts, hashes):
-            got = content_hash(_part_info(name, info.path.parent, models, info.name).path)
-            if got != want:
+            try:
+                _find_part(name, want, info.path.parent, models, info.name)
+            except ModelMismatchError:
+                got = content_hash(models[name].path)
                 return f"part {name!r} changed ({_hash_hex(got)} != recorded {_hash_hex(want)})"
     except (ValueError, OSError, ModelNotFoundError) as e:
         return str(e)
@@ -192,14 +210,7 @@ def load_composite(path):
     models = {m.name: m for m in list_models(folder)}
     loaded = []
     for name, want in zip(parts, hashes):
-        info = _part_info(name, folder, models, path.stem)
-        got = content_hash(info.path)
-        if got != want:
-            raise ModelMismatchError(
-                f"composite model {path.stem!r} was built with part {name!r} of hash {_hash_hex(want)}, but "
-                f"{info.path.name} now has hash {_hash_hex(got)}; re-save the composite "
-                f"(fastdiffc.models.registry.save_composite, or scripts/make_hybrid.py for 'hybrid')")
-        loaded.append(load_model(name, folder))
+        loaded.append(load_model(_find_part(name, want, folder, models, path.stem).name, folder))
     return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path)).eval()
 
 

@@ -50,14 +50,11 @@ from ..errors import (
     DecodeBudgetError,
     FormatError,
     InvalidFieldError,
-    MissingModelError,
-    ModelMismatchError,
-    ModelNotFoundError,
     UnknownPipelineError,
     UnsupportedVersionError,
 )
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_identity, model_threads
+from .base import Codec, Knob, model_identity, model_threads, resolve_model
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
 SCHEME_IDS = {"pfr": 0, "importance": 1}
@@ -499,27 +496,13 @@ class DiffCCodec(Codec):
         return self._model
 
     def model_for_file(self, header: Header):
-        """The model the file was written with: ours if its hash matches, else loaded by name."""
+        """The model the file was written with (its hash checked): the given one, or the shipped
+        one it names — a retired default is found by its hash (base.resolve_model)."""
         ref = header.model("denoiser")
         if ref is None:
             raise InvalidFieldError("this DiffC file names no denoiser model")
-        if self._model is None and self._model_arg is None:
-            from ..models.registry import load_model
-
-            try:
-                model = load_model(ref.name)
-            except ModelNotFoundError as e:
-                raise MissingModelError(f"this file needs model {ref.name!r} (hash {ref.hash:016x}), "
-                                        f"which this install lacks ({e})") from None
-        else:
-            model = self.model_for_encoding()
-        name, h = model_identity(model)
-        if h != ref.hash:
-            raise ModelMismatchError(
-                f"the file was written with model {ref.name!r} (hash {ref.hash:016x}); "
-                f"the given model is {name!r} (hash {h:016x})"
-            )
-        return model
+        given = self.model_for_encoding() if (self._model is not None or self._model_arg is not None) else None
+        return resolve_model(ref, given)
 
     # -- compress ------------------------------------------------------------------------
     def _header(self, model, prep) -> Header:
