@@ -34,7 +34,6 @@ dtype, and the models were measured thread-count invariant (see base.model_threa
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -51,145 +50,21 @@ from ..errors import (
     FormatError,
     InvalidFieldError,
     UnknownPipelineError,
-    UnsupportedVersionError,
 )
 from ..image_io import prepare_image, tensor_to_pil
 from .base import Codec, Knob, model_identity, model_threads, resolve_model
+from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
+    DTYPE_IDS,
+    LOGSNR_LIMIT,
+    MAX_DECODE_PIXELS,
+    PARAMS_VERSION,
+    PARAMS_VERSIONS,
+    SCHEDULE_IDS,
+    SCHEME_IDS,
+    DiffCSettings,
+)
 
-SCHEDULE_IDS = {"linear": 0, "cosine": 1}
-SCHEME_IDS = {"pfr": 0, "importance": 1}
-DTYPE_IDS = {"float32": 0, "float64": 1}  # the dtype byte of a version-1 parameter block
 METHODS = ("flow", "ancestral", "denoise")
-PARAMS_VERSION = 2  # what this build writes; 1 = numpy PCG64 z_0 + torch.Generator noise (read only)
-PARAMS_VERSIONS = (1, 2)
-# |λ| beyond 30 buys nothing (σ² = sigmoid(−30) ≈ 1e-13 is below float32 resolution of z) and
-# at a few hundred sigmoid(−λ) underflows to 0, making σ_Q = 0 and the step maths infinite.
-LOGSNR_LIMIT = 30.0
-# Decode budget: z and a few model activations of this many pixels still fit a laptop's memory
-# (64 Mpx x 3 channels x 4 bytes = 768 MB per tensor); a file declaring more is refused before
-# anything is allocated.
-MAX_DECODE_PIXELS = 1 << 26
-
-
-def _f32(v: float) -> float:
-    """Round to the nearest float32: the header stores float32, so both sides use this value."""
-    return float(np.float32(v))
-
-
-@dataclass(frozen=True)
-class DiffCSettings:
-    """Everything sender and receiver share besides the model; all of it goes into the header.
-
-    The λ grid is `schedule` from `logsnr_min` (≈ pure noise) to `logsnr_max` in
-    `grid_steps` steps; the sender transmits a prefix of it. The λ end points are stored
-    as float32 and used as stored; the RCC margin is a multiple of 1/16 bit (an integer).
-    """
-
-    # Defaults measured on photos (notes in the issue report): a linear log-SNR grid with
-    # Δλ = 0.5 (halving it buys ~0.2 dB for twice the steps); λ_0 = −6 rather than −15 because
-    # every step costs 2^b · D candidate draws whatever it carries, and the steps below −6
-    # carry < 0.01 bpp (z_0 ~ N(0, I) then lacks a 0.05·x component; the protocol stays
-    # exact and later steps absorb it); b = 10 is 4x cheaper than 12 for ~0.1 dB.
-    seed: int = 0
-    schedule: str = "linear"
-    logsnr_min: float = -6.0
-    logsnr_max: float = 10.0
-    grid_steps: int = 32
-    bits_per_chunk: int = 10
-    margin: float = 2.0
-    scheme: str = "pfr"
-    dtype: str = "float32"
-    params_version: int = PARAMS_VERSION  # 1 only for files written before container v2
-
-    def __post_init__(self):
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 1 << 64:
-            raise ValueError(f"seed must be an unsigned 64-bit integer, got {self.seed!r}")
-        if self.schedule not in SCHEDULE_IDS:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULE_IDS)}")
-        if self.dtype not in DTYPE_IDS:
-            raise ValueError(f"dtype must be one of {sorted(DTYPE_IDS)}, got {self.dtype!r}")
-        if self.params_version not in PARAMS_VERSIONS:
-            raise ValueError(f"DiffC parameter version must be one of {PARAMS_VERSIONS}, got {self.params_version!r}")
-        if not 1 <= int(self.grid_steps) <= 100_000:
-            raise ValueError(f"grid_steps must be in 1..100000, got {self.grid_steps}")
-        object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(self, "grid_steps", int(self.grid_steps))
-        object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme))
-        for name in ("logsnr_min", "logsnr_max"):
-            v = float(getattr(self, name))
-            if not (math.isfinite(v) and abs(v) <= LOGSNR_LIMIT):
-                raise ValueError(f"{name} must be a log-SNR in [-{LOGSNR_LIMIT:g}, {LOGSNR_LIMIT:g}], got {v}")
-            object.__setattr__(self, name, _f32(v))
-        get_schedule(self.schedule, self.logsnr_min, self.logsnr_max)  # validates the end points
-
-    # -- header serialisation ------------------------------------------------------------
-    # Version 2: seed, schedule, λ range (2 x f32), grid steps, b, margin/16, scheme; the dtype is
-    # the container header's precision. Version 1 had the same fields plus a dtype byte at the end.
-    def to_bytes(self) -> bytes:
-        from ..container import put_varint
-
-        out = bytearray()
-        put_varint(out, self.seed)
-        out.append(SCHEDULE_IDS[self.schedule])
-        out += struct.pack("<ff", self.logsnr_min, self.logsnr_max)
-        put_varint(out, self.grid_steps)
-        out.append(self.rcc_settings.bits_per_chunk)
-        put_varint(out, self.rcc_settings.margin_sixteenths)
-        out.append(SCHEME_IDS[self.scheme])
-        if self.params_version == 1:
-            out.append(DTYPE_IDS[self.dtype])
-        return bytes(out)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, version: int = PARAMS_VERSION, precision: str = "float32") -> DiffCSettings:
-        """Settings from a parameter block of the given version; `precision` is the header's
-        (version 1 blocks carry their own dtype, which must agree with it)."""
-        from ..container import Reader
-
-        if version not in PARAMS_VERSIONS:
-            raise UnsupportedVersionError(f"DiffC parameter block version {version} is not supported by this "
-                                          f"build (it reads versions {', '.join(map(str, PARAMS_VERSIONS))})")
-        r = Reader(data, what="DiffC parameters")
-        seed = r.varint("seed")
-        sched = r.u8("schedule")
-        lo, hi = struct.unpack("<ff", r.take(8, "log-SNR range"))
-        grid_steps = r.varint("grid steps")
-        bits = r.u8("bits per chunk")
-        margin = r.varint("margin") / rcc.MARGIN_UNITS
-        scheme = r.u8("scheme")
-        names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme")]
-        if version == 1:
-            names.append((DTYPE_IDS, r.u8("dtype"), "dtype"))
-        if not r.done():
-            raise FormatError("malformed DiffC parameters: trailing bytes")
-        decoded = []
-        for table, value, what in names:
-            inverse = {v: k for k, v in table.items()}
-            if value not in inverse:
-                raise InvalidFieldError(f"unknown {what} id {value} in DiffC parameters")
-            decoded.append(inverse[value])
-        dtype = decoded[2] if version == 1 else precision
-        if dtype != precision:
-            raise InvalidFieldError(f"DiffC parameters say {dtype} but the header's precision is {precision}")
-        if dtype not in DTYPE_IDS:
-            raise InvalidFieldError(f"DiffC computes in {' or '.join(DTYPE_IDS)}, not {dtype}")
-        try:
-            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version)
-        except ValueError as e:
-            raise InvalidFieldError(f"invalid DiffC parameters: {e}") from None
-
-    # -- derived -------------------------------------------------------------------------
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return torch.float64 if self.dtype == "float64" else torch.float32
-
-    def grid(self) -> list[float]:
-        """λ_0 < λ_1 < … < λ_S as Python floats (float64), the same on both sides."""
-        sched = get_schedule(self.schedule, self.logsnr_min, self.logsnr_max)
-        return [float(v) for v in sched.grid(self.grid_steps, dtype=torch.float64)]
-
-    def rcc_kwargs(self) -> dict:
-        return dict(seed=self.seed, settings=self.rcc_settings)
 
 
 # ------------------------------------------------------------------------------ shared maths
