@@ -255,3 +255,21 @@ def test_dirac_shipped_model_improves_jpeg():
     im.save(buf, "JPEG", quality=30)
     out = load_codec("dirac").decompress(buf.getvalue(), decode_steps=0)
     assert psnr(out, im) > psnr(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), im) + 0.2
+
+
+def test_precision_is_recorded_and_bfloat16_stays_close():
+    m = tiny_model()
+    im = photo()
+    f32 = DiracCodec(m, precision="float32").compress(im, base="jpeg", quality=40)
+    bf16 = DiracCodec(m, precision="bfloat16").compress(im, base="jpeg", quality=40)
+    assert container.read(f32).header.precision == "float32"
+    assert container.read(bf16).header.precision == "bfloat16"
+    auto = DiracCodec(m)  # follows the file
+    a = np.asarray(auto.decompress(f32, decode_steps=2), dtype=np.int16)
+    b = np.asarray(auto.decompress(bf16, decode_steps=2), dtype=np.int16)
+    assert np.array_equal(a, np.asarray(DiracCodec(m, precision="float32").decompress(bf16, decode_steps=2)))
+    assert np.abs(a - b).max() <= 3
+    with pytest.raises(ValueError, match="precision"):
+        DiracCodec(m, precision="float16")
+    with pytest.raises(ValueError, match="float64"):
+        DiracCodec(m, precision="float64")

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import precision as precisions
 from .. import rcc
 from ..codecs.classical import get_codec, library_version
 from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
@@ -73,9 +74,11 @@ def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
     return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
 
 
-def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None) -> torch.Tensor:
+def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
+            precision: str = "float32") -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
-    `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot."""
+    `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
+    Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32."""
     spec = model.spec
     if not 0 <= steps <= MAX_DECODE_STEPS:
         raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
@@ -83,14 +86,16 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     k_r = spec.residual_scale
     with model_threads():
         z = _normals(seed, DOMAIN_START, x_base.shape)
-        r_hat = model(z, lams[0], cond).float()
+        with precisions.autocast(precision):
+            r_hat = model(z, lams[0], cond).float()
         if trajectory is not None:
             trajectory(0, (x_base + r_hat / k_r).clamp(-1, 1))
         for k in range(1, steps + 1):
             c_z, c_x, std = (float(v) for v in posterior_coefficients(torch.tensor(lams[k - 1], dtype=torch.float64),
                                                                        torch.tensor(lams[k], dtype=torch.float64)))
             z = c_z * z + c_x * r_hat + std * _normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
-            r_hat = model(z, lams[k], cond).float()
+            with precisions.autocast(precision):
+                r_hat = model(z, lams[k], cond).float()
             if trajectory is not None:
                 trajectory(k, (x_base + r_hat / k_r).clamp(-1, 1))
     return (x_base + r_hat / k_r).clamp(-1, 1)
@@ -119,7 +124,9 @@ class DiracCodec(Codec):
 
     `model`: None (the shipped default DIRAC model; for a file, the one it names), a registry
     name, or a ResidualDenoiser. Settings: `seed` (written into the file; the sampling noise),
-    `max_pixels` (decode/encode budget), `progress` (accepted for the CLI; DIRAC is quick)."""
+    `max_pixels` (decode/encode budget), `precision` ("auto": bfloat16 model calls where the CPU
+    has native bfloat16, else float32; written into the file, and a decoder constructed with
+    "auto" follows the file), `progress` (accepted for the CLI; DIRAC is quick)."""
 
     pipeline = "dirac"
     rate_knobs = (
@@ -135,7 +142,7 @@ class DiracCodec(Codec):
     )
 
     def __init__(self, model=None, *, seed: int = 0, max_pixels: int = DEFAULT_DECODE_PIXELS,
-                 progress: bool = False):
+                 precision: str = "auto", progress: bool = False):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
             raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
@@ -144,6 +151,10 @@ class DiracCodec(Codec):
         self._model = None if model is None or isinstance(model, str) else model
         self.seed = int(seed)
         self.max_pixels = int(max_pixels)
+        self.precision = precision
+        self._resolved_precision = precisions.resolve(precision)
+        if self._resolved_precision == "float64":
+            raise ValueError("DIRAC's residual model computes in float32 or bfloat16, not float64")
         self.progress = progress
 
     # -- models --------------------------------------------------------------------------
@@ -183,7 +194,7 @@ class DiracCodec(Codec):
             raise ValueError(f"base codec {base} is unavailable: {reason}")
         header = Header("dirac", (ModelRef("base", base, 0, library_version(base)),
                                   ModelRef("denoiser", model.name, int(model.content_hash))),
-                        prep.height, prep.width, prep.channels, precision="float32",
+                        prep.height, prep.width, prep.channels, precision=self._resolved_precision,
                         params_version=PARAMS_VERSION, params=_encode_params(self.seed))
         if quality is not None:
             return write(header, [codec.encode(pil, quality)])
@@ -218,14 +229,15 @@ class DiracCodec(Codec):
         return write(header, [enc(best)])
 
     # -- decompress ----------------------------------------------------------------------
-    def open(self, data: bytes) -> tuple[PlainImage, object, int, int]:
-        """(decoded base image, model, seed, channels) of an .fdc DIRAC file or a plain image file."""
+    def open(self, data: bytes) -> tuple[PlainImage, object, int, int, str]:
+        """(decoded base image, model, seed, channels, precision) of an .fdc DIRAC file or a plain
+        image file. The precision is the file's when this codec was built with "auto"."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if data[: len(MAGIC)] != MAGIC:
             plain = open_plain(data, max_pixels=self.max_pixels)
-            return plain, self._model_for(None), 0, 3
+            return plain, self._model_for(None), 0, 3, self._resolved_precision
         f = read(data)
         h = f.header
         if h.pipeline != "dirac":
@@ -247,32 +259,37 @@ class DiracCodec(Codec):
         model = self._model_for(h.model("denoiser") or _missing_denoiser())
         plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.max_pixels,
                            expect_size=(h.width, h.height))
-        return plain, model, seed, h.channels
+        precision = self._resolved_precision
+        if self.precision == "auto" and h.precision in ("float32", "bfloat16"):
+            # bfloat16 named by a file but not native here runs emulated (slow but correct).
+            precision = h.precision
+        return plain, model, seed, h.channels, precision
 
     def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
         steps = self.check_knobs("decode", decode_knobs)["decode_steps"]
-        plain, model, seed, channels = self.open(data)
-        x = self._enhance(plain, model, seed, steps)
+        plain, model, seed, channels, precision = self.open(data)
+        x = self._enhance(plain, model, seed, steps, precision=precision)
         return tensor_to_pil(x, channels)
 
     def decompress_steps(self, data: bytes, steps) -> dict[int, Image.Image]:
         """Outputs after each of `steps` decode steps from one sampling run (the realism curve)."""
         wanted = sorted({int(Knob.check(self.decode_knobs[0], s, self.pipeline)) for s in steps})
-        plain, model, seed, channels = self.open(data)
+        plain, model, seed, channels, precision = self.open(data)
         out = {}
 
         def keep(k, x):
             if k in wanted:
                 out[k] = tensor_to_pil(x, channels)
 
-        self._enhance(plain, model, seed, wanted[-1] if wanted else 0, trajectory=keep)
+        self._enhance(plain, model, seed, wanted[-1] if wanted else 0, trajectory=keep, precision=precision)
         return out
 
-    def _enhance(self, plain: PlainImage, model, seed: int, steps: int, trajectory=None) -> torch.Tensor:
+    def _enhance(self, plain: PlainImage, model, seed: int, steps: int, trajectory=None,
+                 precision: str = "float32") -> torch.Tensor:
         arr = np.asarray(plain.image, dtype=np.float32)
         x_base = torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
         cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
-        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory)
+        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory, precision=precision)
 
     @classmethod
     def describe_params(cls, header) -> dict:
