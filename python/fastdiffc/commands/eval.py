@@ -42,7 +42,8 @@ def add_parser(sub):
     p.add_argument("--pipelines", default=DEFAULT_PIPELINES,
                    help="fastdiffc pipelines, comma-separated NAME[@MODEL][:KNOB=VALUE[+VALUE...]]... specs, or "
                    "'none' (default %(default)s, i.e. DiffC with flow decoding). Knobs are the pipeline's own "
-                   "(fastdiffc info --knobs); a decode knob with several values draws one curve per value, e.g. "
+                   "(their compress/decompress flags: decode_steps for --decode-steps; MODEL may be a .safetensors "
+                   "file); a decode knob with several values draws one curve per value, e.g. "
                    "dirac:base=avif:decode_steps=0+8+20 (curves dirac-avif-s0, -s8, -s20 from the same files); "
                    "a size knob's values are the rate axis (quality=20+50+80); DIRAC otherwise sweeps its base "
                    "codec's --qualities. Legacy NAME[@MODEL][:METHOD] (diffc:denoise) still works")

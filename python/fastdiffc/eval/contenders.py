@@ -571,7 +571,7 @@ def _model_label(model: str) -> str:
     return Path(model).stem if model.endswith(".safetensors") else model
 
 
-def _model_ref(model: str | None):
+def resolve_model_ref(model: str | None):
     """What `load_codec` gets for NAME@MODEL: the registry name, or the model loaded from a
     .safetensors file path (e.g. a training run's checkpoint, dirac@runs/dirac/ema.safetensors)."""
     if model is None or not model.endswith(".safetensors"):
@@ -620,7 +620,7 @@ def load_contenders(spec: str, *, steps: Sequence[int] | None = None, rates: Seq
     try:
         if load_codec is None:
             from .. import load_codec
-        codec = load_codec(name, _model_ref(model), **dict(options or {}))
+        codec = load_codec(name, resolve_model_ref(model), **dict(options or {}))
         probe = getattr(codec, "model_for_encoding", None)
         if callable(probe):
             probe()

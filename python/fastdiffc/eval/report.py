@@ -312,7 +312,7 @@ def plot_realism(family: str, by_steps: Mapping[int, Sequence[Mapping]], setting
             ref = _point(curves[base], s["setting"]) if base else None
             if ref is not None and math.isfinite(ref[metric]):
                 ax.axhline(ref[metric], color=colour, linestyle="--", linewidth=1,
-                           label=f"{base} {s['setting']}" if j == 0 else None)
+                           label=f"{base} alone (dashed)" if j == 0 else None)
         ax.set_xlabel("decode steps")
         ax.set_ylabel(METRIC_INFO[metric][0])
         ax.grid(True, alpha=0.3)
