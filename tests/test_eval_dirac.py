@@ -168,3 +168,15 @@ def test_split_decode_steps_labels():
     assert report.split_decode_steps("cdc-s4-foo1") == ("cdc-foo1", 4)
     assert report.split_decode_steps("diffc@hybrid-flow-recon_steps8") is None
     assert report.split_decode_steps("jpeg") is None
+
+
+def test_model_file_in_spec_is_loaded_and_labelled_by_its_stem(tiny_model, tmp_path):
+    path = tmp_path / "ckpt" / "ema.safetensors"
+    path.parent.mkdir()
+    tiny_model.save(path)
+    (c,) = contenders.load_contenders(f"dirac@{path}:base=jpeg:decode_steps=0+1", qualities=[40])
+    assert c.names == ("dirac@ema-jpeg-s0", "dirac@ema-jpeg-s1")
+    trials = list(c.run(_photo(24, 32), "x.png", {}, None))
+    assert [t.codec for t in trials] == ["dirac@ema-jpeg-s0", "dirac@ema-jpeg-s1"]
+    with pytest.raises(contenders.PipelineUnavailableError, match="no model file"):
+        contenders.load_contenders(f"dirac@{tmp_path / 'missing.safetensors'}")

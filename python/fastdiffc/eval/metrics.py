@@ -12,7 +12,11 @@ arrays): the original first, the reconstruction second.
   Wasserstein distance between the sets of 7×7 patches of the Laplacian pyramid bands of
   the original and of the reconstruction (the measure of Karras et al. 2018, per image).
   Patches are compared as *sets* — their positions play no role — so a reconstruction
-  with different but equally sharp texture scores well, while blur does not.
+  with different but equally sharp texture scores well, while blur does not. Checked on
+  real photos (tests/test_eval_metrics.py): blur and added noise score worse the stronger
+  they are, and a texture-preserving resynthesis (blur + the original's high band with
+  randomised Fourier phases) scores well below blur and white noise of the same PSNR
+  (e.g. chelsea at 30.6 dB: 0.078 vs blur 0.203).
 """
 
 from __future__ import annotations
