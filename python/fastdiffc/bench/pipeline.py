@@ -1,8 +1,12 @@
-"""DiffC encode / decode seconds for a 768x512 photo at about 0.25 bpp with the default model.
+"""Pipeline encode / decode seconds for a 768x512 photo at about 0.25 bpp with the default model.
 
-Also reports what the file spends on the container (header, segment table, CRCs) and the
-reconstruction's PSNR. The photo is --image if given, else scikit-image's astronaut (an
-evaluation photo, here only timed), else the bundled sample; it is resized to 768x512.
+`--pipeline diffc` (default): encode, flow decode, container overhead, PSNR.
+`--pipeline dirac`: the base codec's encode (bpp search), decode with 0 and 20 diffusion steps.
+Every run also times the bare RCC generation loop (Philox + normal table, 2^20 candidates x
+1024 dims) as a calibration figure, so timings from machines of different speed (or one
+machine at different loads) can be compared. The photo is --image if given, else
+scikit-image's astronaut (an evaluation photo, here only timed), else the bundled sample;
+it is resized to --size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.png"
 
 
 def add_arguments(p):
+    p.add_argument("--pipeline", default="diffc", choices=["diffc", "dirac"])
+    p.add_argument("--base", default="avif", help="DIRAC's base codec (default avif)")
+    p.add_argument("--decode-steps", default="0,20", help="DIRAC decode_steps to time (default 0,20)")
     p.add_argument("--image", default=None, help="photo to use (resized to --size)")
     p.add_argument("--size", default="768x512", help="WxH (default 768x512)")
     p.add_argument("--bpp", type=float, default=0.25, help="target bits per pixel (default 0.25)")
@@ -39,17 +46,73 @@ def _photo(path, size):
     return im.convert("RGB").resize(size, Image.LANCZOS), src
 
 
+def calibration() -> dict:
+    """Seconds of the bare RCC generation loop for 2^20 x 1024 normals (OpenMP, this machine now)."""
+    from .. import _core
+
+    n, dim = 1 << 20, 1024
+    _core.rcc_generate_checksum(1 << 12, dim, 1)  # warm-up: table, threads
+    best = min(_timed(lambda: _core.rcc_generate_checksum(n, dim, 1)) for _ in range(3))
+    return {"calibration_seconds": best, "calibration_gnormals_per_s": n * dim / best / 1e9}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def run(args) -> dict:
+    if args.pipeline == "dirac":
+        return {**run_dirac(args), **calibration()}
+    return {**run_diffc(args), **calibration()}
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like 768x512, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise ValueError(f"--size must be between 16 and 8192 pixels per side, got {text!r}")
+    return w, h
+
+
+def run_dirac(args) -> dict:
+    import torch
+
+    from ..image_io import psnr
+    from ..pipelines.dirac import DiracCodec
+
+    try:
+        steps = sorted({int(v) for v in args.decode_steps.split(",")})
+    except ValueError:
+        raise ValueError(f"--decode-steps must be comma-separated integers, got {args.decode_steps!r}") from None
+    w, h = _size(args.size)
+    image, source = _photo(args.image, (w, h))
+    codec = DiracCodec(args.model)
+    model = codec.model_for_encoding()
+    t0 = time.perf_counter()
+    data = codec.compress(image, bpp=args.bpp, base=args.base)
+    t1 = time.perf_counter()
+    out = {"pipeline": "dirac", "model": model.name, "image": source, "width": w, "height": h, "base": args.base,
+           "target_bpp": args.bpp, "bpp": 8 * len(data) / (w * h), "bytes": len(data), "encode_seconds": t1 - t0,
+           "precision": codec._resolved_precision, "torch_threads": torch.get_num_threads(), "decode": {}}
+    for k in steps:
+        t0 = time.perf_counter()
+        rec = codec.decompress(data, decode_steps=k)
+        out["decode"][str(k)] = {"seconds": time.perf_counter() - t0, "psnr": psnr(rec, np.asarray(image))}
+    return out
+
+
+def run_diffc(args) -> dict:
     import torch
 
     from .. import container
     from ..image_io import psnr
     from ..pipelines.diffc import DiffCCodec
 
-    try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like 768x512, got {args.size!r}") from None
+    w, h = _size(args.size)
     image, source = _photo(args.image, (w, h))
     codec = DiffCCodec(args.model, recon_steps=args.recon_steps)
     model = codec.model_for_encoding()
@@ -61,6 +124,7 @@ def run(args) -> dict:
     f = container.read(data)
     payload = sum(len(s) for s in f.segments)
     return {
+        "pipeline": "diffc",
         "model": getattr(model, "name", "?"),
         "image": source,
         "width": w,
@@ -83,6 +147,16 @@ def run(args) -> dict:
 
 
 def format_report(r: dict) -> str:
+    calib = (f"  calibration: bare RCC generation loop {r['calibration_seconds']:.3f} s "
+             f"({r['calibration_gnormals_per_s']:.2f} G normals/s)")
+    if r["pipeline"] == "dirac":
+        lines = [f"DIRAC pipeline, model {r['model']}, base {r['base']}, {r['width']}x{r['height']} ({r['image']}), "
+                 f"{r['torch_threads']} threads, {r['precision']}",
+                 f"  rate      {r['bpp']:.4f} bpp ({r['bytes']} bytes; ceiling {r['target_bpp']})",
+                 f"  encode    {r['encode_seconds']:.2f} s (base codec, quality search)"]
+        for k, d in r["decode"].items():
+            lines.append(f"  decode    {d['seconds']:.2f} s with {k} steps, PSNR {d['psnr']:.2f} dB")
+        return "\n".join(lines + [calib])
     return "\n".join([
         f"DiffC pipeline, model {r['model']}, {r['width']}x{r['height']} ({r['image']}), {r['torch_threads']} threads",
         f"  rate      {r['bpp']:.4f} bpp ({r['bytes']} bytes; target {r['target_bpp']}), {r['steps']} steps, "
@@ -91,4 +165,5 @@ def format_report(r: dict) -> str:
         f"  encode    {r['encode_seconds']:.2f} s",
         f"  decode    {r['decode_seconds']:.2f} s ({r['method']}, {r['recon_steps']} sampler steps)",
         f"  PSNR      {r['psnr']:.2f} dB",
+        calib,
     ])
