@@ -61,42 +61,4 @@ FASTDIFFC_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// W independent Philox blocks at once, structure-of-arrays, so a compiler vectorises the rounds
-// across blocks (one SIMD lane per block). Blocks differ only in c0 = first_block + lane.
-template <int W>
-FASTDIFFC_HD void philox4x32_10_soa(uint32_t first_block, uint32_t c1, uint32_t c2, uint32_t c3, uint64_t seed,
-                                    uint32_t out[4][W]) {
-  uint32_t x0[W], x1[W], x2[W], x3[W];
-  for (int l = 0; l < W; ++l) {
-    x0[l] = first_block + static_cast<uint32_t>(l);
-    x1[l] = c1;
-    x2[l] = c2;
-    x3[l] = c3;
-  }
-  uint32_t k0 = static_cast<uint32_t>(seed);
-  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    if (r) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
-    for (int l = 0; l < W; ++l) {
-      const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * x0[l];
-      const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * x2[l];
-      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ x1[l] ^ k0;
-      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ x3[l] ^ k1;
-      x1[l] = static_cast<uint32_t>(p1);
-      x3[l] = static_cast<uint32_t>(p0);
-      x0[l] = n0;
-      x2[l] = n2;
-    }
-  }
-  for (int l = 0; l < W; ++l) {
-    out[0][l] = x0[l];
-    out[1][l] = x1[l];
-    out[2][l] = x2[l];
-    out[3][l] = x3[l];
-  }
-}
-
 }  // namespace fastdiffc::rng

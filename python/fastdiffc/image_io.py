@@ -149,7 +149,8 @@ def tensor_to_pil(x: torch.Tensor, channels: int = 3) -> Image.Image:
 
 
 def psnr(a, b) -> float:
-    """PSNR in dB between two 8-bit images (PIL or uint8 arrays) of the same shape."""
+    """PSNR in dB between two 8-bit images (PIL or uint8 arrays) of the same shape; inf for identical
+    images. The package's one PSNR: `eval.metrics.psnr` (RGB pairs) and training use it."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:

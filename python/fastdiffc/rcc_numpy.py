@@ -285,8 +285,3 @@ def normal_stream(seed: int, domain: int, n: int, stream: int = 0) -> np.ndarray
     w = np.stack(words, axis=-1)  # (blocks, 4)
     halves = np.stack([w & np.uint64(0xFFFF), w >> np.uint64(16)], axis=-1)  # (blocks, 4, 2)
     return normal_table()[halves.reshape(-1)[:n].astype(np.int64)]
-
-
-def generate_normals(count: int, length: int, seed: int) -> np.ndarray:
-    """Bare generation (the benchmark baseline): candidates 0..count-1 of chunk 0, step 0."""
-    return candidate_normals(seed, 0, 0, np.arange(count), length)

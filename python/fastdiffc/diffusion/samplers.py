@@ -29,22 +29,13 @@ import math
 import torch
 
 from ..kernels.sampler_updates import ancestral_update, flow_update
+from .vp import alpha_sigma_f, posterior_coefficients_f
 
 METHODS = ("flow", "ancestral", "ddim")
 FLOW_SOLVERS = ("heun", "dpm++2m")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _ab(lam: float) -> tuple[float, float]:
-    """(α, σ) for one log-SNR value, in float64."""
-    # sigmoid(λ) = 1 / (1 + e^{−λ}); written so that large |λ| neither overflows nor loses σ.
-    if lam >= 0:
-        e = math.exp(-lam)
-        return math.sqrt(1.0 / (1.0 + e)), math.sqrt(e / (1.0 + e))
-    e = math.exp(lam)
-    return math.sqrt(e / (1.0 + e)), math.sqrt(1.0 / (1.0 + e))
-
 
 def _check_grid(logsnrs, *, increasing: bool) -> list[float]:
     lam = torch.as_tensor(logsnrs, dtype=torch.float64)
@@ -111,14 +102,11 @@ def _phi2(h: float) -> float:
 # ----------------------------------------------------------------------------- coefficients
 
 def ancestral_coefficients(lf: float, lt: float) -> tuple[float, float, float]:
-    """(c_z, c_x, std) of q(z_t | z_s, x) = N(c_z z_s + c_x x, std²), VDM form, float64.
-    With e = exp(λ_s − λ_t): c_z = e α_t/α_s, c_x = α_t (1 − e), std² = σ_t² (1 − e)."""
+    """(c_z, c_x, std) of q(z_t | z_s, x) = N(c_z z_s + c_x x, std²), VDM form, float64
+    (`diffusion.vp.posterior_coefficients`: the same numbers as the DiffC and DIRAC steps)."""
     if not lt > lf:
         raise ValueError(f"an ancestral step needs λ_to > λ_from, got {lf} -> {lt}")
-    one_minus_e = -math.expm1(lf - lt)
-    a_f, _ = _ab(lf)
-    a_t, s_t = _ab(lt)
-    return math.exp(lf - lt) * a_t / a_f, a_t * one_minus_e, s_t * math.sqrt(one_minus_e)
+    return posterior_coefficients_f(lf, lt)
 
 
 def ddim_coefficients(lf: float, lt: float, eta: float = 0.0) -> tuple[float, float, float]:
@@ -129,19 +117,18 @@ def ddim_coefficients(lf: float, lt: float, eta: float = 0.0) -> tuple[float, fl
     flow ODE (valid in both directions)."""
     if eta < 0 or not math.isfinite(eta):
         raise ValueError(f"eta must be a finite value >= 0, got {eta}")
-    a_f, s_f = _ab(lf)
-    a_t, s_t = _ab(lt)
+    a_f, s_f = alpha_sigma_f(lf)
+    a_t, s_t = alpha_sigma_f(lt)
     if eta == 0.0:
         c_z = s_t / s_f
         # α_t − α_s σ_t/σ_s = α_t (1 − e^{−h}), h = (λ_t − λ_s)/2: no cancellation for small steps.
         return c_z, a_t * _phi1(0.5 * (lt - lf)), 0.0
     if not lt > lf:
         raise ValueError(f"a stochastic DDIM step needs λ_to > λ_from, got {lf} -> {lt}")
-    one_minus_e = -math.expm1(lf - lt)
-    if eta > 1.0 and eta * eta * one_minus_e > 1.0:
+    std = eta * posterior_coefficients_f(lf, lt)[2]
+    if std > s_t:
         raise ValueError(f"eta={eta} too large for the step {lf} -> {lt} (noise std would exceed σ_t)")
-    std = eta * s_t * math.sqrt(one_minus_e)
-    c_z = s_t * math.sqrt(1.0 - eta * eta * one_minus_e) / s_f
+    c_z = math.sqrt((s_t - std) * (s_t + std)) / s_f
     return c_z, a_t - a_f * c_z, std
 
 
@@ -201,8 +188,8 @@ def integrate_flow(denoiser, z, logsnrs, *, solver: str = "heun", cond=None, pro
     d_prev, h_prev = None, None
     for k in _progress(len(lam) - 1, progress, f"flow/{solver}"):
         lf, lt = lam[k], lam[k + 1]
-        a_t, s_t = _ab(lt)
-        _, s_f = _ab(lf)
+        a_t, s_t = alpha_sigma_f(lt)
+        _, s_f = alpha_sigma_f(lf)
         h = 0.5 * (lt - lf)
         c_z, c_1, c_lin = s_t / s_f, a_t * _phi1(h), a_t * _phi2(h)
         d = _denoise(denoiser, z, lf, cond)

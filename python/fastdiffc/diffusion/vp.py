@@ -3,6 +3,12 @@
 z_λ = α x + σ ε with α² = sigmoid(λ), σ² = sigmoid(−λ). A reverse step goes from a
 noisier λ_from to a cleaner λ_to (λ_from < λ_to). Everything is written with
 expm1/sigmoid so that steps between nearby λ stay accurate in float32/float64.
+
+This module is the one home of these formulas: the samplers, the pipelines, the ELBO, the
+Gaussian models and the theory experiments all call it (tests/test_one_place.py checks that
+no other module writes sigmoid/expm1 maths of its own). The `*_f` variants take and return
+Python floats (float64) for per-step coefficients; they compute exactly what the tensor
+versions compute, so a pipeline and a sampler using either get the same bits.
 """
 
 from __future__ import annotations
@@ -27,10 +33,22 @@ def _per_sample(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.reshape(t.shape + (1,) * (ndim - t.ndim))
 
 
+def alpha2_sigma2(logsnr) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α², σ²) for log-SNR λ: sigmoid(λ), sigmoid(−λ) (each accurate for any |λ|)."""
+    lam = _as_tensor(logsnr)
+    return torch.sigmoid(lam), torch.sigmoid(-lam)
+
+
 def alpha_sigma(logsnr) -> tuple[torch.Tensor, torch.Tensor]:
     """(α, σ) for log-SNR λ: α² = sigmoid(λ), σ² = sigmoid(−λ)."""
-    lam = _as_tensor(logsnr)
-    return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
+    a2, s2 = alpha2_sigma2(logsnr)
+    return a2.sqrt(), s2.sqrt()
+
+
+def alpha_sigma_f(logsnr: float) -> tuple[float, float]:
+    """(α, σ) of one λ as Python floats, computed in float64 by `alpha_sigma`."""
+    a, s = alpha_sigma(torch.tensor(float(logsnr), dtype=torch.float64))
+    return float(a), float(s)
 
 
 def snr(logsnr) -> torch.Tensor:
@@ -58,6 +76,13 @@ def posterior_coefficients(logsnr_from, logsnr_to):
     c_x = a_t * one_minus_e
     std = s_t * one_minus_e.sqrt()
     return c_z, c_x, std
+
+
+def posterior_coefficients_f(logsnr_from: float, logsnr_to: float) -> tuple[float, float, float]:
+    """(c_z, c_x, std) of `posterior_coefficients` for two λ values, as Python floats (float64)."""
+    c_z, c_x, std = posterior_coefficients(torch.tensor(float(logsnr_from), dtype=torch.float64),
+                                           torch.tensor(float(logsnr_to), dtype=torch.float64))
+    return float(c_z), float(c_x), float(std)
 
 
 def posterior(z_from: torch.Tensor, x: torch.Tensor, logsnr_from, logsnr_to):

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from ..image_io import psnr as image_psnr
 
 METRICS: tuple[str, ...] = ("psnr", "msssim", "ssimulacra2", "realism")
 
@@ -56,10 +57,8 @@ def _pair(original, reconstruction) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psnr(original, reconstruction) -> float:
-    """PSNR in dB over RGB 8-bit values; inf for identical images."""
-    a, b = _pair(original, reconstruction)
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    """PSNR in dB over RGB 8-bit values; inf for identical images (`image_io.psnr` on the RGB pair)."""
+    return image_psnr(*_pair(original, reconstruction))
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:

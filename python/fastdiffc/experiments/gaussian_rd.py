@@ -26,6 +26,8 @@ import math
 import numpy as np
 import torch
 
+from ..diffusion import rd_theory
+from ..diffusion.vp import alpha_sigma
 from ..pipelines import diffc
 
 DEFAULTS = dict(dims=16384, exponent=1.0, knee=64.0, rates=(0.5, 1.0, 2.0, 4.0, 6.0), logsnr_min=-12.0,
@@ -43,9 +45,8 @@ class DiagonalGaussianDenoiser(torch.nn.Module):
 
     def forward(self, z, logsnr, cond=None):
         lam = torch.as_tensor(logsnr, dtype=torch.float64).reshape(-1, *([1] * (z.ndim - 1)))
-        snr_v = torch.exp(lam) * self.var
-        alpha = torch.sigmoid(lam).sqrt()
-        return (snr_v / (1 + snr_v) / alpha * z.double()).to(z.dtype)
+        gain = rd_theory.wiener_gain(self.var, torch.exp(lam), alpha_sigma(lam)[0])
+        return (gain * z.double()).to(z.dtype)
 
 
 def power_law_variances(dims: int, exponent: float, knee: float) -> torch.Tensor:
@@ -55,20 +56,13 @@ def power_law_variances(dims: int, exponent: float, knee: float) -> torch.Tensor
 
 def mutual_information_bits(var: torch.Tensor, logsnr: float) -> float:
     """I(X; Z_λ) per dimension in bits: ½ mean log2(1 + e^λ v)."""
-    return float(0.5 * torch.log2(1 + math.exp(logsnr) * var).mean())
+    return rd_theory.mutual_information(var, logsnr) / var.numel() / math.log(2.0)
 
 
 def distortion_rate(var: torch.Tensor, bits_per_dim: float) -> float:
-    """Reverse water-filling: the least MSE per dimension at `bits_per_dim` bits per dimension."""
-    if bits_per_dim <= 0:
-        return float(var.mean())
-    lo, hi = math.log(float(var.min())) - 60.0, math.log(float(var.max()))
-    for _ in range(200):  # rate(θ) = mean max(0, ½ log2(v/θ)) falls as θ grows
-        mid = 0.5 * (lo + hi)
-        rate = float(0.5 * torch.log2(var / math.exp(mid)).clamp(min=0).mean())
-        lo, hi = (mid, hi) if rate > bits_per_dim else (lo, mid)
-    theta = math.exp(0.5 * (lo + hi))
-    return float(var.clamp(max=theta).mean())
+    """Reverse water-filling: the least MSE per dimension at `bits_per_dim` bits per dimension
+    (`diffusion.rd_theory.distortion_rate`; a rate <= 0 gives the variance)."""
+    return rd_theory.distortion_rate(var, max(0.0, bits_per_dim))
 
 
 def _db(mse: float) -> float:

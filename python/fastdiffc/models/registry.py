@@ -18,12 +18,12 @@ covers the part hashes — is never decoded with different parts. `save_composit
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelMismatchError, ModelNotFoundError
+from .hashing import content_hash  # noqa: F401  (re-exported: registry.content_hash is public)
 
 CONFIG_KEY = "fastdiffc_config"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -62,10 +62,6 @@ class ModelInfo:
     path: Path
     size_bytes: int
     config: dict
-
-
-def content_hash(path) -> int:
-    return int.from_bytes(hashlib.blake2b(Path(path).read_bytes(), digest_size=8).digest(), "little")
 
 
 def _read_metadata(path: Path) -> dict | None:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion.denoiser import EpsDenoiser, VDenoiser, XDenoiser
+from .hashing import content_hash
 
 _WRAPPERS = {"v": VDenoiser, "eps": EpsDenoiser, "x": XDenoiser}
 
@@ -247,9 +248,8 @@ class UNet(nn.Module):
 
 
 def file_content_hash(path) -> int:
-    """64-bit model identity written into bitstreams: blake2b-64 of the weight file's bytes."""
-    from .registry import content_hash
-
+    """64-bit model identity written into bitstreams: blake2b-64 of the weight file's bytes
+    (`models.hashing.content_hash`)."""
     return content_hash(path)
 
 

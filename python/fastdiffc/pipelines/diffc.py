@@ -44,7 +44,7 @@ from PIL import Image
 from .. import rcc, rcc_numpy
 from ..container import Header, ModelRef, overhead_bytes, read, write
 from ..diffusion.schedules import get_schedule
-from ..diffusion.vp import posterior_coefficients
+from ..diffusion.vp import posterior_coefficients_f
 from ..errors import (
     DecodeBudgetError,
     FormatError,
@@ -103,15 +103,9 @@ def sampler_noise(settings: DiffCSettings):
     return PhiloxNoise(settings.seed)
 
 
-def _coefficients(lam_from: float, lam_to: float) -> tuple[float, float, float]:
-    c_z, c_x, std = posterior_coefficients(torch.tensor(lam_from, dtype=torch.float64),
-                                           torch.tensor(lam_to, dtype=torch.float64))
-    return float(c_z), float(c_x), float(std)
-
-
 def _model_step(denoiser, z: torch.Tensor, lam_from: float, lam_to: float):
     """(x̂0, μ_Q(x̂0), σ_Q, c_x) for the step λ_from → λ_to: identical code for both sides."""
-    c_z, c_x, std = _coefficients(lam_from, lam_to)
+    c_z, c_x, std = posterior_coefficients_f(lam_from, lam_to)
     with model_threads():
         x_hat = denoiser(z, torch.full((z.shape[0],), lam_from, dtype=z.dtype)).to(z.dtype)
     return x_hat, c_z * z + c_x * x_hat, std, c_x

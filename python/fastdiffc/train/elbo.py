@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..diffusion.vp import alpha_sigma
+from ..diffusion.vp import alpha2_sigma2, alpha_sigma
 
 LN2 = math.log(2.0)
 BIN = 2.0 / 255.0  # spacing of 8-bit values in [-1, 1]
@@ -27,7 +27,7 @@ BIN = 2.0 / 255.0  # spacing of 8-bit values in [-1, 1]
 def prior_kl(x: torch.Tensor, logsnr_min: float) -> torch.Tensor:
     """KL(N(α x, σ² I) ‖ N(0, I)) per sample, nats."""
     lam = torch.tensor(logsnr_min, dtype=torch.float64)
-    a2, s2 = torch.sigmoid(lam), torch.sigmoid(-lam)
+    a2, s2 = alpha2_sigma2(lam)
     x = x.double().flatten(1)
     return 0.5 * (a2 * x.pow(2) + s2 - 1.0 - torch.log(s2)).sum(1)
 
