@@ -2,12 +2,14 @@
 
 An .fdc file names its pipeline; any other input (a plain JPEG/WebP/AVIF/HEIC/JPEG XL file
 for DIRAC) needs --pipeline. The decode flags (--method, --max-steps, --decode-steps, ...)
-come from the pipelines' knob declarations.
+come from the pipelines' knob declarations. A folder IN decodes every .fdc file under it (with
+--pipeline, plain image files too) into PNGs in the folder OUT (fastdiffc/batch.py).
 """
 
 import os
 import sys
 
+from ..batch import add_batch_flags
 from .knobs import add_knob_flags, knobs_for
 
 
@@ -15,13 +17,15 @@ def add_parser(sub):
     from ..pipelines import PIPELINES
 
     p = sub.add_parser("decompress", help="decode an .fdc file (or, with --pipeline dirac, enhance a JPEG etc.)")
-    p.add_argument("input", help=".fdc file, or a plain image file with --pipeline")
-    p.add_argument("-o", "--output", required=True, help="output image (format from the extension, e.g. .png)")
+    p.add_argument("input", help=".fdc file, or a plain image file with --pipeline, or a folder (batch mode)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image (format from the extension, e.g. .png); a folder for a folder input")
     p.add_argument("--pipeline", default=None, choices=list(PIPELINES),
                    help="pipeline for an input that is not an .fdc file (an .fdc file names its own)")
     p.add_argument("--model", default=None, help="model to use (default: the one named in the file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     add_knob_flags(p, "decode")
+    add_batch_flags(p)
     p.set_defaults(func=run)
 
 
@@ -42,6 +46,10 @@ def _pipeline(data: bytes, requested: str | None) -> str:
 
 
 def run(args):
+    if os.path.isdir(args.input):
+        from .. import batch
+
+        return batch.run(args, batch.DECOMPRESS)
     from PIL import Image
 
     from ..errors import TruncatedError
