@@ -2,6 +2,9 @@
 
 `--task diffc` (default): DiffC's unconditional UNet denoiser (VDM ELBO objective).
 `--task dirac`: DIRAC's residual model on base-codec pairs of the photos (x-parameterised MSE).
+
+Under torchrun (`torchrun --nproc-per-node N -m fastdiffc train ...`) the diffc task trains
+data-parallel with DDP (train/distributed.py); rank 0 prints and writes the run directory.
 """
 
 from __future__ import annotations
@@ -61,8 +64,22 @@ def _parse_scales(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
+    from ..train import distributed
+
+    dist = distributed.init_from_env()  # None unless launched by torchrun with several processes
+    try:
+        return _run(args, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args, dist) -> int:
     from ..models.unet import UNetConfig
     from ..train.loop import TrainConfig, Trainer
+
+    if dist is not None and args.task != "diffc":
+        raise ValueError(f"--task {args.task} does not run under torchrun yet (only --task diffc trains with DDP)")
+    say = print if dist is None or dist.is_main else (lambda *a, **k: None)
 
     if args.task == "dirac":
         from ..models.residual import default_unet_config
@@ -106,9 +123,16 @@ def run(args) -> int:
         trainer.load_checkpoint(ckpt)
     elif args.init:
         trainer.init_weights(args.init)
-    print(f"data: {trainer.data_summary()}; "
-          f"model: {sum(p.numel() for p in trainer.net.parameters()) / 1e6:.2f} M parameters")
+    say(f"data: {trainer.data_summary()}; "
+        f"model: {sum(p.numel() for p in trainer.net.parameters()) / 1e6:.2f} M parameters"
+        + (f"; {dist.world_size} processes ({dist.backend}), global batch {dist.world_size * cfg.batch_size}"
+           if dist else ""))
     result = trainer.run()
+    digests = result.get("replica_digests")
+    if digests and len(set(digests)) != 1:
+        raise RuntimeError(f"the replicas' parameters differ after training: {digests}")
+    if dist is not None and not dist.is_main:
+        return 0
     best = Path(args.run_dir) / "best_ema.safetensors"
     if args.export:
         src = best if best.exists() else Path(args.run_dir) / "ema.safetensors"

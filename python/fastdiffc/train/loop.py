@@ -9,6 +9,9 @@ A run directory holds: checkpoint.safetensors (weights, EMA, AdamW state, λ-sam
 state and RNG state — resuming replays the exact same steps), loss.csv (training loss
 in bits/dim), eval.csv (held-out bits/dim of the EMA weights at each checkpoint),
 ema.safetensors / best_ema.safetensors (EMA weights loadable by the model registry).
+
+Under torchrun the same loop runs data-parallel (train/distributed.py): DDP averages the
+gradients, each rank draws its own batches, rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 
 from ..diffusion.vp import alpha_sigma
 from ..models.unet import UNet, UNetConfig, UNetDenoiser, save_unet
+from . import distributed
 from .data import PatchDataset, tile_patches
 from .elbo import LN2, LogSNRSampler, elbo_bits_per_dim
 
@@ -90,11 +94,12 @@ def diffusion_loss(net: UNet, x: torch.Tensor, logsnr: torch.Tensor, noise: torc
     """Per-sample ELBO integrand ½ e^λ ‖x − x̂0‖², in nats per dimension per unit λ."""
     a, s = (t.to(x.dtype)[:, None, None, None] for t in alpha_sigma(logsnr))
     z = a * x + s * noise
-    out = net(z, logsnr.to(x.dtype))
-    if net.config.prediction == "v":
+    out = net(z, logsnr.to(x.dtype))  # net may be the DDP wrapper of the UNet (train/distributed.py)
+    config = net.module.config if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net.config
+    if config.prediction == "v":
         target = a * noise - s * x
         sq = (a * (out - target)).pow(2)  # e^λ σ² = α²
-    elif net.config.prediction == "x":
+    elif config.prediction == "x":
         sq = torch.exp(logsnr.to(x.dtype))[:, None, None, None] * (out - x).pow(2)
     else:
         sq = (out - noise).pow(2)
@@ -117,7 +122,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                      weight_decay=cfg.weight_decay)
         self.sampler = LogSNRSampler(cfg.logsnr_min, cfg.logsnr_max)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.dist = distributed.current()  # None: one process
+        self.gen = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank if self.dist else 0))
+        self._train_net = None  # the DDP wrapper under torchrun, made at the first step
+        self._rank_states = None  # every rank's (generator, λ-sampler) state, gathered for a checkpoint
         self.data = dataset if dataset is not None else PatchDataset(cfg.data, cfg.patch_size, scales=cfg.scales)
         self.step = 0
         self.elapsed = 0.0  # training wall time carried across resumes
@@ -130,6 +138,13 @@ class Trainer:
                 f"{len(d)} non-overlapping {self.cfg.patch_size}px patches")
 
     # --- one optimisation step -----------------------------------------------------------
+    @property
+    def train_net(self) -> torch.nn.Module:
+        """The module the training forward goes through: self.net, or its DDP wrapper."""
+        if self._train_net is None:
+            self._train_net = distributed.wrap(self.net)
+        return self._train_net
+
     def lr_at(self, step: int) -> float:
         return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
 
@@ -139,7 +154,7 @@ class Trainer:
         x = self.data.sample(cfg.batch_size, self.gen)
         lam, weight = self.sampler.sample(cfg.batch_size, self.gen)
         noise = torch.randn(x.shape, generator=self.gen, dtype=x.dtype)
-        per_sample = diffusion_loss(self.net, x, lam, noise)
+        per_sample = diffusion_loss(self.train_net, x, lam, noise)
         loss = (per_sample * weight.to(per_sample.dtype)).mean()  # ≈ ∫ integrand dλ, nats/dim
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
@@ -183,6 +198,10 @@ class Trainer:
         for k, v in self.sampler.state_dict().items():
             tensors[f"sampler/{k}"] = v
         tensors["rng/gen"] = self.gen.get_state()
+        for r, (gen_state, sampler_state) in enumerate(self._rank_states or []):
+            if r > 0:  # rank 0's are the keys above (what a single-process resume reads)
+                tensors[f"rank{r}/rng/gen"] = gen_state
+                tensors.update({f"rank{r}/sampler/{k}": v for k, v in sampler_state.items()})
         meta = {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -190,6 +209,7 @@ class Trainer:
             "train": self.cfg.to_dict(),
             "model": self.net.config.to_dict(),
             "param_groups": opt_sd["param_groups"],
+            "world_size": len(self._rank_states or [None]),
         }
         tmp = Path(str(path) + ".tmp")
         save_file(tensors, str(tmp), metadata={CKPT_META_KEY: json.dumps(meta)})
@@ -216,6 +236,14 @@ class Trainer:
         self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.sampler.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("sampler/")})
         self.gen.set_state(tensors["rng/gen"])
+        rank = self.dist.rank if self.dist else 0
+        if rank > 0:  # this rank's own stream: saved by a run of as many processes, else a fresh one
+            if f"rank{rank}/rng/gen" in tensors:
+                self.gen.set_state(tensors[f"rank{rank}/rng/gen"])
+                prefix = f"rank{rank}/sampler/"
+                self.sampler.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            else:
+                self.gen.manual_seed(distributed.rank_seed(self.cfg.seed + int(meta["step"]), rank))
         self.step = int(meta["step"])
         self.elapsed = float(meta["elapsed"])
         self.best_bpd = meta["best_bpd"] if meta["best_bpd"] is not None else math.inf
@@ -244,24 +272,31 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         run_dir = Path(cfg.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         ckpt = run_dir / "checkpoint.safetensors"
-        (run_dir / "config.json").write_text(json.dumps(
-            {"train": cfg.to_dict(), "model": self.net.config.to_dict()}, indent=2))
-        loss_log = _CsvLog(run_dir / "loss.csv", ["step", "elapsed_s", "images", self.LOSS_FIELD, "grad_norm", "lr"])
-        eval_log = _CsvLog(run_dir / "eval.csv", ["step", "elapsed_s", *self.EVAL_FIELDS])
+        main = distributed.is_main()  # only rank 0 writes the run directory
+        world = self.dist.world_size if self.dist else 1
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(
+                {"train": cfg.to_dict(), "model": self.net.config.to_dict(), "world_size": world}, indent=2))
+            loss_log = _CsvLog(run_dir / "loss.csv",
+                               ["step", "elapsed_s", "images", self.LOSS_FIELD, "grad_norm", "lr"])
+            eval_log = _CsvLog(run_dir / "eval.csv", ["step", "elapsed_s", *self.EVAL_FIELDS])
         start = time.monotonic() - self.elapsed
         deadline = start + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else math.inf
         last_ckpt, last_ckpt_step = time.monotonic(), -1
         acc, n_acc = {"loss": 0.0, "grad_norm": 0.0}, 0
         bar = None
-        if cfg.progress:
+        if cfg.progress and main:
             from tqdm import tqdm
 
             bar = tqdm(initial=self.step, total=cfg.max_steps or None, unit="step", dynamic_ncols=True)
         result = {}
 
         def checkpoint():
+            self._rank_states = distributed.gather_objects((self.gen.get_state(), self.sampler.state_dict()))
+            if not main:
+                return None
             self.save_checkpoint(ckpt)
             ev = self.evaluate()
             row = {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
@@ -281,7 +316,8 @@ class Trainer:
             while True:
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
-                if time.monotonic() >= deadline:
+                (out_of_time,) = distributed.agree(time.monotonic() >= deadline)
+                if out_of_time:
                     break
                 out = self.train_step()
                 self.elapsed = time.monotonic() - start
@@ -292,13 +328,15 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{out['loss']:.3f}")
                 if self.step % cfg.log_every == 0:
-                    loss_log.write({"step": self.step, "elapsed_s": round(self.elapsed, 1),
-                                    "images": self.step * cfg.batch_size,
-                                    self.LOSS_FIELD: round(acc["loss"] / n_acc, 5),
-                                    "grad_norm": round(acc["grad_norm"] / n_acc, 4), "lr": out["lr"]})
+                    if main:  # rank 0's loss (its batch); images counts every rank's
+                        loss_log.write({"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                                        "images": self.step * cfg.batch_size * world,
+                                        self.LOSS_FIELD: round(acc["loss"] / n_acc, 5),
+                                        "grad_norm": round(acc["grad_norm"] / n_acc, 4), "lr": out["lr"]})
                     acc, n_acc = {"loss": 0.0, "grad_norm": 0.0}, 0
                 due_steps = cfg.ckpt_every and self.step % cfg.ckpt_every == 0
                 due_time = cfg.ckpt_minutes > 0 and time.monotonic() - last_ckpt >= cfg.ckpt_minutes * 60
+                (due_time,) = distributed.agree(due_time)
                 if due_steps or due_time:
                     result["final_eval"] = checkpoint()
                     last_ckpt, last_ckpt_step = time.monotonic(), self.step
@@ -308,6 +346,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         result.update(step=self.step, elapsed_s=self.elapsed, best_bpd=self.best_bpd, run_dir=str(run_dir))
+        if self.dist is not None:  # the replicas must agree bit for bit
+            result.update(world_size=world, replica_digests=distributed.replica_digests(self.net))
         return result
 
 
