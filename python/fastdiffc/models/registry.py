@@ -51,7 +51,14 @@ def _load_dirac(path):
     return ResidualDenoiser.load(path)
 
 
-LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian, "composite": _load_composite, "dirac": _load_dirac}
+def _load_cdc(path):
+    from .cdc import CDCModel
+
+    return CDCModel.load(path)
+
+
+LOADERS = {"unet": _load_unet, "gaussian": _load_gaussian, "composite": _load_composite, "dirac": _load_dirac,
+           "cdc": _load_cdc}
 COMPOSITE_VERSION = 1
 
 

@@ -1,0 +1,288 @@
+"""CDC (Yang & Mandt 2023, "Lossy Image Compression with Conditional Diffusion Models"),
+docs/design.md §4c.
+
+Transform coding with a hyperprior, and a diffusion model as the decoder:
+
+    sender:    x ← pad(x) to a multiple of 64
+               y  = g_a(x) · gain[level]                       (latent, 1/16 resolution)
+               ẑ  = round(h_a(y))                              → segment 1: factorised prior tables
+               (μ, t) = h_s(ẑ) in fixed point; k = round(t)    (integers only: models/cdc.py)
+               q  = round(y − μ)                               → segment 2: Gaussian table k per element
+    receiver:  ẑ, (μ, k), q from the segments; ŷ = q + μ (exact)
+               x̄ = g_s(ŷ / gain'[level])                        (decode_steps = 0: the mean decoder)
+               c = (x̄, upsampled features of ŷ)
+               z_0 ~ N(0, I) from the shared seed (Philox domain 7)
+               for i = 0..K−1 (K = decode_steps, λ_i evenly spaced from λ_start):
+                   x̂_i = x̄ + r̂(z_i, λ_i, c) / K_r                (x-parameterised UNet)
+                   z_{i+1} = DDIM(z_i, x̂_i; λ_i → λ_{i+1}, η)    (η > 0: noise from domain 8, stream i+1)
+               x̂ = x̂_{K−1}, cropped
+
+Rate: `level` picks one of the model's λ's (a gain vector per level); `bpp` is a ceiling (the
+largest level whose file fits). Decode: `decode_steps` (0 = x̄, maximum fidelity; more = more
+synthesised texture) and `eta` (0 = deterministic DDIM).
+
+Determinism: everything that selects a coding table or changes ŷ is integer arithmetic on
+integers the file holds (models/cdc.py, entropy_models.py), so a decoder on any machine reads
+exactly the encoder's ŷ; only the float transforms after it (g_s, the UNet) differ by rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import rcc
+from ..container import MAGIC, Header, ModelRef, Reader, put_varint, read, write
+from ..diffusion.samplers import ddim_coefficients
+from ..entropy_models import GaussianConditional, decode_symbols, encode_symbols, gaussian_tables
+from ..errors import DecodeBudgetError, FormatError, InvalidFieldError, UnknownPipelineError, UnsupportedVersionError
+from ..image_io import prepare_image, tensor_to_pil
+from .base import Codec, Knob, model_identity, model_threads, resolve_model
+
+PARAMS_VERSION = 1
+MAX_DECODE_STEPS = 16
+MAX_LEVELS = 16
+DEFAULT_DECODE_PIXELS = 16_000_000
+# Philox domains of rcc.normal_stream (0..2 RCC, 3..4 DiffC, 5..6 DIRAC).
+DOMAIN_START = 7  # z_0 of the diffusion decoder
+DOMAIN_STEP = 8  # DDIM noise (η > 0), stream i + 1 for the step out of λ_i
+
+
+def schedule(model, steps: int) -> list[float]:
+    """λ_0 < … < λ_{steps−1}: the log-SNRs at which the UNet is called (float64, the same everywhere)."""
+    cfg = model.config
+    return [cfg.logsnr_start + (cfg.logsnr_end - cfg.logsnr_start) * i / steps for i in range(steps)]
+
+
+def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
+    n = int(np.prod(shape))
+    return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
+
+
+# ------------------------------------------------------------------------ latents <-> bytes
+
+
+def _z_table_ids(shape) -> np.ndarray:
+    c, h, w = shape
+    return np.repeat(np.arange(c, dtype=np.int64), h * w)
+
+
+def hyper_params(model, z_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ in units 2^-frac_bits_a, table index) per element of y, from integer ẑ [1, Cz, h, w]."""
+    mean_i, t_i = model.h_s.forward_int(z_int)
+    return mean_i, GaussianConditional.indices_from_fixed(t_i, model.config.frac_bits_a)
+
+
+def encode_latents(model, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tensor]:
+    """(ẑ stream, ŷ stream, ŷ) for a gained latent y [1, M, h, w]."""
+    if not torch.isfinite(y).all():
+        raise ValueError("the CDC encoder produced a non-finite latent (broken model weights?)")
+    z = model.h_a(y)
+    z_int = torch.round(z).to(torch.int64)
+    z_stream = encode_symbols(z_int.numpy().reshape(-1), _z_table_ids(z_int.shape[1:]), model.prior_z.tables())
+    mean_i, idx = hyper_params(model, z_int)
+    mu = mean_i.double() / (1 << model.config.frac_bits_a)
+    q = torch.round(y.double() - mu).to(torch.int64)
+    y_stream = encode_symbols(q.numpy().reshape(-1), idx.numpy().reshape(-1), gaussian_tables())
+    return z_stream, y_stream, (q.double() + mu).float()
+
+
+def decode_latents(model, z_stream: bytes, y_stream: bytes, height: int, width: int) -> torch.Tensor:
+    """ŷ [1, M, h, w] from the two streams (FormatError if either is not what an encoder writes)."""
+    from ..models.cdc import CDCModel
+
+    z_shape, y_shape = CDCModel.latent_shapes(height, width, model.config)
+    z_vals = decode_symbols(z_stream, _z_table_ids(z_shape), model.prior_z.tables())
+    z_int = torch.from_numpy(z_vals).reshape(1, *z_shape)
+    mean_i, idx = hyper_params(model, z_int)
+    q = decode_symbols(y_stream, idx.numpy().reshape(-1), gaussian_tables())
+    mu = mean_i.double() / (1 << model.config.frac_bits_a)
+    return (torch.from_numpy(q).reshape(1, *y_shape).double() + mu).float()
+
+
+# ------------------------------------------------------------------------ the decoder
+
+
+def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int, *, steps: int, seed: int,
+                eta: float = 0.0) -> torch.Tensor:
+    """x̂ [1, 3, H, W] in [-1, 1] from ŷ: the mean decoder (steps = 0) or `steps` DDIM steps."""
+    if not 0 <= steps <= MAX_DECODE_STEPS:
+        raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
+    with model_threads():
+        x_bar = model.mean_decode(y_hat, level).float()
+        x = x_bar
+        if steps:
+            cond = model.cond_image(y_hat, level, x_bar)
+            lams = schedule(model, steps)
+            z = _normals(seed, DOMAIN_START, x_bar.shape)
+            for i, lam in enumerate(lams):
+                x = model.denoise(z, lam, cond).float()
+                if i + 1 < len(lams):
+                    c_z, c_x, std = ddim_coefficients(lam, lams[i + 1], eta)
+                    z = c_z * z + c_x * x
+                    if std:
+                        z = z + std * _normals(seed, DOMAIN_STEP, x_bar.shape, stream=i + 1)
+    return x[:, :, :height, :width].clamp(-1, 1)
+
+
+def _encode_params(level: int, seed: int) -> bytes:
+    out = bytearray()
+    put_varint(out, level)
+    put_varint(out, seed)
+    return bytes(out)
+
+
+def _decode_params(data: bytes) -> tuple[int, int]:
+    r = Reader(data, what="CDC parameters")
+    level = r.bounded_varint("level", 0, MAX_LEVELS - 1)
+    seed = r.varint("seed")
+    if not r.done():
+        raise InvalidFieldError("malformed CDC parameters: trailing bytes")
+    return level, seed
+
+
+class CDCCodec(Codec):
+    """CDC behind the Codec interface.
+
+    `model`: None (the shipped default CDC model; for a file, the one it names), a registry name,
+    or a CDCModel (frozen). Settings: `seed` (written into the file: the decoder's sampling noise),
+    `max_pixels` (encode/decode budget), `progress` (accepted for the CLI)."""
+
+    pipeline = "cdc"
+    rate_knobs = (
+        Knob("level", int, "rate", minimum=0, maximum=MAX_LEVELS - 1,
+             help="rate level of the model (0 = smallest files; the model's λ's, see `fastdiffc models`)"),
+    )
+    decode_knobs = (
+        Knob("decode_steps", int, "decode", default=0, minimum=0, maximum=MAX_DECODE_STEPS,
+             help="diffusion decoder steps: 0 = the mean decoder (maximum fidelity), more = synthesised texture"),
+        Knob("eta", float, "decode", default=0.0, minimum=0.0, maximum=1.0,
+             help="DDIM stochasticity: 0 = deterministic, 1 = ancestral (noise from the file's seed)"),
+    )
+    DEFAULT_LEVEL = 2
+
+    def __init__(self, model=None, *, seed: int = 0, max_pixels: int = DEFAULT_DECODE_PIXELS, progress: bool = False):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self._model_arg = model
+        self._model = None if model is None or isinstance(model, str) else model
+        if self._model is not None:
+            _check_model(self._model)
+        self.seed = int(seed)
+        self.max_pixels = int(max_pixels)
+        self.progress = progress
+
+    # -- models --------------------------------------------------------------------------
+    def model_for_encoding(self):
+        if self._model is None:
+            from ..models.registry import default_model_name, load_model
+
+            self._model = _check_model(load_model(self._model_arg or default_model_name("cdc")))
+        return self._model
+
+    def _model_for(self, ref: ModelRef):
+        model = resolve_model(ref, self._model, self._model_arg)
+        if getattr(model, "kind", None) != "cdc":
+            raise InvalidFieldError(f"model {ref.name!r} named by the file is not a CDC model")
+        return model
+
+    # -- compress ------------------------------------------------------------------------
+    def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
+        knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
+        level, bpp = knobs["level"], knobs["bpp"]
+        prep = prepare_image(image)
+        if prep.height * prep.width > self.max_pixels:
+            raise DecodeBudgetError(f"image is {prep.width}x{prep.height} = {prep.width * prep.height} pixels, over "
+                                    f"the budget of {self.max_pixels} (raise max_pixels)")
+        model = self.model_for_encoding()
+        levels = model.config.levels
+        if level is not None and level >= levels:
+            raise ValueError(f"cdc knob level must be in 0..{levels - 1} for model {model.name!r}, got {level}")
+        name, h = model_identity(model)
+        with model_threads():
+            y0 = model.g_a(model.pad(prep.tensor))
+
+        def encode(lv: int) -> bytes:
+            header = Header("cdc", (ModelRef("decoder", name, h),), prep.height, prep.width, prep.channels,
+                            precision="float32", params_version=PARAMS_VERSION,
+                            params=_encode_params(lv, self.seed))
+            with model_threads():
+                z_stream, y_stream, _ = encode_latents(model, y0 * model.gain(lv))
+            return write(header, [z_stream, y_stream])
+
+        if bpp is None:
+            return encode(min(self.DEFAULT_LEVEL, levels - 1) if level is None else level)
+        budget = bpp * prep.height * prep.width / 8.0
+        smallest = None
+        for lv in reversed(range(levels)):  # sizes grow with the level; the first that fits is the largest
+            data = encode(lv)
+            if len(data) <= budget:
+                return data
+            smallest = data
+        raise ValueError(f"no CDC file fits in {bpp} bpp for this image; the smallest (level 0) is "
+                         f"{8 * len(smallest) / (prep.height * prep.width):.4f} bpp")
+
+    # -- decompress ----------------------------------------------------------------------
+    def open(self, data: bytes):
+        """(model, header, level, seed, ŷ) of a CDC file, every field and stream validated."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if data[: len(MAGIC)] != MAGIC:
+            raise FormatError("not an .fdc file (bad magic bytes); CDC decodes only .fdc files")
+        f = read(data)
+        h = f.header
+        if h.pipeline != "cdc":
+            raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
+                                       f"use load_codec({h.pipeline!r})")
+        if h.params_version != PARAMS_VERSION:
+            raise UnsupportedVersionError(f"CDC parameter block version {h.params_version} is not supported "
+                                          f"(this build reads version {PARAMS_VERSION})")
+        if h.height * h.width > self.max_pixels:
+            raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
+                                    f"decode budget of {self.max_pixels} (raise max_pixels)")
+        level, seed = _decode_params(h.params)
+        if len(f.segments) != 2:
+            raise InvalidFieldError(f"a CDC file holds 2 segments (ẑ, ŷ), this one declares {len(f.segments)}")
+        ref = h.model("decoder")
+        if ref is None:
+            raise InvalidFieldError("this CDC file names no decoder model")
+        model = self._model_for(ref)
+        if level >= model.config.levels:
+            raise InvalidFieldError(f"the file's level {level} is outside the model's 0..{model.config.levels - 1}")
+        with model_threads():
+            y_hat = decode_latents(model, f.segments[0], f.segments[1], h.height, h.width)
+        return model, h, level, seed, y_hat
+
+    def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
+        knobs = self.check_knobs("decode", decode_knobs)
+        model, h, level, seed, y_hat = self.open(data)
+        x = reconstruct(model, y_hat, level, h.height, h.width, steps=knobs["decode_steps"], seed=seed,
+                        eta=knobs["eta"])
+        return tensor_to_pil(x, h.channels)
+
+    @classmethod
+    def describe_params(cls, header) -> dict:
+        if header.params_version != PARAMS_VERSION:
+            return super().describe_params(header)
+        level, seed = _decode_params(header.params)
+        return {"params_version": header.params_version, "level": level, "seed": seed,
+                "segments": "ẑ (factorised prior), ŷ (Gaussian conditional, 64 scale tables)"}
+
+
+def _check_model(model):
+    if getattr(model, "kind", None) != "cdc":
+        raise ValueError(f"model {getattr(model, 'name', model)!r} is not a CDC model")
+    if not model.frozen:
+        raise ValueError("the CDC model has no integer coding tables: call model.freeze() first")
+    return model
+
+
+def make_codec(model=None, **settings) -> CDCCodec:
+    return CDCCodec(model, **settings)
+
+
+__all__ = ["CDCCodec", "encode_latents", "decode_latents", "reconstruct", "schedule", "MAX_DECODE_STEPS"]
