@@ -201,6 +201,13 @@ class CDCModel(nn.Module):
         self.unet = UNet(UNetConfig.from_dict(cfg.unet))
         self.name = name
         self.content_hash = content_hash
+        self.channels_last = False
+
+    def use_channels_last(self, on: bool = True) -> CDCModel:
+        """NHWC for the UNet (loaded models use it, as DIRAC's: faster CPU convolutions)."""
+        self.channels_last = on
+        self.unet.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
 
     # ------------------------------------------------------------------ shapes
     @staticmethod
@@ -246,6 +253,9 @@ class CDCModel(nn.Module):
         lam = torch.as_tensor(logsnr, dtype=torch.float32)
         if lam.ndim == 0:
             lam = lam.expand(z.shape[0])
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+            cond_image = cond_image.contiguous(memory_format=torch.channels_last)
         r_hat = self.unet(z, lam, cond_image)
         return cond_image[:, :3] + r_hat.float() / self.config.residual_scale
 
@@ -326,7 +336,7 @@ class CDCModel(nn.Module):
         model.load_state(load_file(str(path)))
         if not model.frozen:
             raise ValueError(f"{path}: the CDC model file has no integer coding tables")
-        return model.eval().requires_grad_(False)
+        return model.eval().requires_grad_(False).use_channels_last()
 
 
 def level_lambda(cfg: CDCConfig, level: int) -> float:
