@@ -61,9 +61,34 @@ py::array_t<int64_t> py_select(py::array_t<float, py::array::c_style | py::array
   return out;
 }
 
+py::array_t<int64_t> py_tree_select(py::array_t<float, py::array::c_style | py::array::forcecast> mu_perm,
+                                    int64_t chunks, int depth, int level_bits, int beam, uint64_t seed, uint64_t step) {
+  const py::buffer_info info = mu_perm.request();
+  if (info.ndim != 1) throw py::value_error("mu_perm must be one-dimensional");
+  const int64_t dim = info.shape[0];
+  if (step >= (uint64_t{1} << 28)) throw py::value_error("step must be in [0, 2^28)");
+  const float* mu = mu_perm.data();
+  for (int64_t j = 0; j < dim; ++j) {
+    if (!std::isfinite(mu[j])) throw py::value_error("mu contains NaN or infinity");
+  }
+  py::array_t<int64_t> out({chunks, static_cast<int64_t>(depth > 0 ? depth : 1)});
+  int64_t* p = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    translate([&] {
+      rcc_tree_select(mu, dim, chunks, depth, level_bits, beam, seed, static_cast<uint32_t>(step), p);
+      return 0;
+    });
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_rcc_cuda(py::module_& m) {
+  m.def("rcc_tree_select", &py_tree_select, py::arg("mu_perm"), py::arg("chunks"), py::arg("depth"),
+        py::arg("level_bits"), py::arg("beam"), py::arg("seed"), py::arg("step"),
+        "Tree-codebook RCC selection on the GPU: the same paths as _core.rcc_tree_select.");
   m.def("rcc_plan_launch", &py_plan, py::arg("dim"), py::arg("chunks"), py::arg("bits"), py::arg("step") = 0,
         "Launch plan of the RCC scoring kernel (validation, grid sizes, batching); host only.");
   m.def("rcc_chunk_offset", [](int64_t c, int64_t dim, int64_t chunks) {

@@ -35,4 +35,9 @@ int64_t rcc_chunk_offset(int64_t c, int64_t dim, int64_t chunks);
 void rcc_select(const float* mu_perm, int64_t dim, int64_t chunks, int bits, uint64_t seed, uint32_t step,
                 int scheme, int64_t* indices);
 
+// Tree-codebook selection (scheme "tree") on the current device: the same paths[chunks * depth] as
+// fastdiffc::rcc::tree_select. Throws like rcc_select.
+void rcc_tree_select(const float* mu_perm, int64_t dim, int64_t chunks, int depth, int level_bits, int beam,
+                     uint64_t seed, uint32_t step, int64_t* paths);
+
 }  // namespace fastdiffc::cuda

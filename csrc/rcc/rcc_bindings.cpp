@@ -135,6 +135,43 @@ py::array_t<float> py_normal_table() {
   return out;
 }
 
+py::array_t<int64_t> py_tree_select(FloatArray mu_perm, int64_t chunks, int depth, int level_bits, int beam,
+                                    uint64_t seed, uint64_t step) {
+  const py::buffer_info info = mu_perm.request();
+  require_1d(info, "mu_perm");
+  const int64_t dim = info.shape[0];
+  translate([&] { rcc::check_tree_args(dim, chunks, depth, level_bits, beam, step); return 0; });
+  const float* mu = mu_perm.data();
+  for (int64_t j = 0; j < dim; ++j) {
+    if (!std::isfinite(mu[j])) throw py::value_error("mu contains NaN or infinity");
+  }
+  py::array_t<int64_t> out({chunks, static_cast<int64_t>(depth)});
+  int64_t* p = out.mutable_data();
+  const uint32_t s = checked_step(step);
+  {
+    py::gil_scoped_release release;
+    translate([&] { rcc::tree_select(mu, dim, chunks, depth, level_bits, beam, seed, s, p); return 0; });
+  }
+  return out;
+}
+
+py::array_t<float> py_tree_chosen(IndexArray paths, int64_t dim, int level_bits, uint64_t seed, uint64_t step) {
+  const py::buffer_info info = paths.request();
+  if (info.ndim != 2) throw py::value_error("paths must be two-dimensional (chunks, depth)");
+  const int64_t chunks = info.shape[0];
+  const int depth = static_cast<int>(info.shape[1]);
+  translate([&] { rcc::check_tree_args(dim, chunks, depth, level_bits, 1, step); return 0; });
+  py::array_t<float> out(dim);
+  float* p = out.mutable_data();
+  const int64_t* d = paths.data();
+  const uint32_t s = checked_step(step);
+  {
+    py::gil_scoped_release release;
+    translate([&] { rcc::tree_chosen(d, chunks, depth, level_bits, dim, seed, s, p); return 0; });
+  }
+  return out;
+}
+
 py::tuple py_philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint64_t seed) {
   const rng::Philox4 r = rng::philox4x32_10(c0, c1, c2, c3, seed);
   return py::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
@@ -151,6 +188,11 @@ void register_rcc(py::module_& m) {
   m.def("rcc_chunk_scores", &py_chunk_scores, py::arg("mu_perm"), py::arg("chunks"), py::arg("bits"),
         py::arg("seed"), py::arg("step"), py::arg("scheme"), py::arg("chunk"),
         "Selection scores of every candidate of one chunk (tests).");
+  m.def("rcc_tree_select", &py_tree_select, py::arg("mu_perm"), py::arg("chunks"), py::arg("depth"),
+        py::arg("level_bits"), py::arg("beam"), py::arg("seed"), py::arg("step"),
+        "Tree-codebook RCC: the beam-searched path (chunks, depth) of every chunk.");
+  m.def("rcc_tree_chosen", &py_tree_chosen, py::arg("paths"), py::arg("dim"), py::arg("level_bits"),
+        py::arg("seed"), py::arg("step"), "Tree-codebook RCC: the leaves of the given paths, in permuted order.");
   m.def("rcc_chosen", &py_chosen, py::arg("indices"), py::arg("dim"), py::arg("bits"), py::arg("seed"),
         py::arg("step"), "The chosen candidates in permuted order, float32 (dim,).");
   m.def("rcc_generate_checksum", &py_generate, py::arg("count"), py::arg("length"), py::arg("seed"),

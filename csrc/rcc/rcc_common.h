@@ -57,4 +57,36 @@ FASTDIFFC_HD uint32_t normal_index(const uint32_t w[4], int j_in_block) {
   return (w[(j_in_block >> 1) & 3] >> ((j_in_block & 1) * 16)) & 0xFFFFu;
 }
 
+// ---- tree codebook (scheme "tree", python/fastdiffc/rcc_tree.py) ----------------------------
+constexpr uint32_t kDomainTreeNormals = 14;   // increments of tree nodes: (block, key lo, key hi, 14 << 28 | step)
+constexpr uint32_t kDomainTreeKeys = 15;      // node keys: (digit, parent lo, parent hi, 15 << 28 | step)
+constexpr uint32_t kTreeRootKeyHi = 0xFFFFFFFFu;  // root key of chunk c: (c, 0xFFFFFFFF)
+constexpr int kTreeMaxLevels = 64;
+constexpr int kTreeMaxBeam = 4096;
+constexpr int kTreeMaxLevelBits = 8;
+
+struct TreeKey {
+  uint32_t lo, hi;
+};
+
+FASTDIFFC_HD TreeKey tree_root_key(uint32_t chunk) { return TreeKey{chunk, kTreeRootKeyHi}; }
+
+FASTDIFFC_HD TreeKey tree_child_key(TreeKey parent, uint32_t digit, uint64_t seed, uint32_t step) {
+  const rng::Philox4 r =
+      rng::philox4x32_10(digit, parent.lo, parent.hi, rng::counter_word3(kDomainTreeKeys, step), seed);
+  return TreeKey{r.v[0], r.v[1]};
+}
+
+// Beam order: larger running sum first, then the lower (parent rank * K + digit).
+FASTDIFFC_HD bool tree_beam_before(double s, int64_t flat, double s2, int64_t flat2) {
+  return s > s2 || (s == s2 && flat < flat2);
+}
+
+// Leaf choice: smaller |S - target| first, then the lower flat index.
+FASTDIFFC_HD bool tree_leaf_before(double s, int64_t flat, double s2, int64_t flat2, double target) {
+  const double a = s > target ? s - target : target - s;
+  const double b = s2 > target ? s2 - target : target - s2;
+  return a < b || (a == b && flat < flat2);
+}
+
 }  // namespace fastdiffc::rcc

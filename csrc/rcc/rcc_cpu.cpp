@@ -11,6 +11,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <limits>
 #include <memory>
@@ -490,5 +491,131 @@ void set_simd_path(int path) {
 }
 
 std::string simd_path() { return use_avx512() ? "avx512" : "portable"; }
+
+}  // namespace fastdiffc::rcc
+
+// ---------------------------------------------------------------- tree codebook (scheme "tree")
+namespace fastdiffc::rcc {
+
+void check_tree_args(int64_t dim, int64_t chunks, int depth, int level_bits, int beam, uint64_t step) {
+  check_step_args(dim, step);
+  if (chunks < 1 || chunks > dim)
+    throw std::invalid_argument("chunks must be in [1, dim], got " + std::to_string(chunks));
+  if (depth < 1 || depth > kTreeMaxLevels)
+    throw std::invalid_argument("tree depth must be in [1, 64], got " + std::to_string(depth));
+  if (level_bits < 1 || level_bits > kTreeMaxLevelBits)
+    throw std::invalid_argument("bits per tree level must be in [1, 8], got " + std::to_string(level_bits));
+  if (beam < 1 || beam > kTreeMaxBeam)
+    throw std::invalid_argument("tree beam must be in [1, 4096], got " + std::to_string(beam));
+}
+
+namespace {
+
+struct TreeNode {
+  double sum;
+  TreeKey key;
+  int64_t flat;  // parent rank * K + digit (the tie-break order)
+  int64_t parent;
+};
+
+// Beam search of one chunk; the per-level child dot products run in parallel when `parallel`.
+void tree_chunk_search(const float* table, DotFn dot, const float* mu_perm, int64_t lo, int64_t hi, uint32_t chunk,
+                       int depth, int level_bits, int beam, uint64_t seed, uint32_t step, bool parallel,
+                       int64_t* path) {
+  const int64_t len = hi - lo;
+  const std::vector<double> mu = chunk_mu(mu_perm, lo, hi);
+  // |mu_c|^2 with the lane order of every dot product (float32 squares are exact in double).
+  double acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = 0.0;
+  for (int64_t j = 0; j < static_cast<int64_t>(mu.size()); ++j) {
+    // batch order: position 128 q + 16 (2k + h) + b belongs to lane b
+    acc[j % kLanes] = acc[j % kLanes] + mu[static_cast<size_t>(j)] * mu[static_cast<size_t>(j)];
+  }
+  const double target = reduce_lanes(acc) * std::sqrt(static_cast<double>(depth));
+  const int64_t k = int64_t{1} << level_bits;
+  const uint32_t word3 = rng::counter_word3(kDomainTreeNormals, step);
+  std::vector<TreeNode> front{TreeNode{0.0, tree_root_key(chunk), 0, -1}};
+  std::vector<std::vector<int64_t>> digits_of;  // per level: the digit and parent of every kept node
+  std::vector<std::vector<int64_t>> parent_of;
+  std::vector<TreeNode> children;
+  for (int level = 0; level < depth; ++level) {
+    const int64_t n = static_cast<int64_t>(front.size()) * k;
+    children.resize(static_cast<size_t>(n));
+#pragma omp parallel for schedule(dynamic, 8) if (parallel)
+    for (int64_t i = 0; i < n; ++i) {
+      const TreeNode& par = front[static_cast<size_t>(i / k)];
+      const TreeKey key = tree_child_key(par.key, static_cast<uint32_t>(i % k), seed, step);
+      const double d = dot(table, mu.data(), len, seed, word3, key.hi, key.lo);
+      children[static_cast<size_t>(i)] = TreeNode{par.sum + d, key, i, i / k};
+    }
+    const bool last = level == depth - 1;
+    const int64_t keep = last ? 1 : std::min<int64_t>(beam, n);
+    auto before = [&](const TreeNode& a, const TreeNode& b) {
+      return last ? tree_leaf_before(a.sum, a.flat, b.sum, b.flat, target)
+                  : tree_beam_before(a.sum, a.flat, b.sum, b.flat);
+    };
+    std::partial_sort(children.begin(), children.begin() + keep, children.end(), before);
+    children.resize(static_cast<size_t>(keep));
+    std::vector<int64_t> dg(static_cast<size_t>(keep)), pa(static_cast<size_t>(keep));
+    for (int64_t r = 0; r < keep; ++r) {
+      dg[static_cast<size_t>(r)] = children[static_cast<size_t>(r)].flat % k;
+      pa[static_cast<size_t>(r)] = children[static_cast<size_t>(r)].parent;
+    }
+    digits_of.push_back(std::move(dg));
+    parent_of.push_back(std::move(pa));
+    front.swap(children);
+  }
+  int64_t r = 0;
+  for (int level = depth - 1; level >= 0; --level) {
+    path[level] = digits_of[static_cast<size_t>(level)][static_cast<size_t>(r)];
+    r = parent_of[static_cast<size_t>(level)][static_cast<size_t>(r)];
+  }
+}
+
+}  // namespace
+
+void tree_select(const float* mu_perm, int64_t dim, int64_t chunks, int depth, int level_bits, int beam,
+                 uint64_t seed, uint32_t step, int64_t* paths) {
+  check_tree_args(dim, chunks, depth, level_bits, beam, step);
+  const float* table = normal_table();
+  const DotFn dot = dot_fn();
+  const int64_t work_per_level = static_cast<int64_t>(beam) * (int64_t{1} << level_bits);
+  const int threads = omp_get_max_threads();
+  // Many chunks: one chunk per task; few: parallel over a level's children inside each chunk.
+  const bool across = chunks >= 2 * threads && dim * work_per_level >= kParallelWork;
+  const bool within = !across && dim / chunks * work_per_level >= kParallelWork;
+#pragma omp parallel for schedule(dynamic, 1) if (across)
+  for (int64_t c = 0; c < chunks; ++c) {
+    tree_chunk_search(table, dot, mu_perm, chunk_start(c, dim, chunks), chunk_start(c + 1, dim, chunks),
+                      static_cast<uint32_t>(c), depth, level_bits, beam, seed, step, within, paths + c * depth);
+  }
+}
+
+void tree_chosen(const int64_t* paths, int64_t chunks, int depth, int level_bits, int64_t dim, uint64_t seed,
+                 uint32_t step, float* out) {
+  check_tree_args(dim, chunks, depth, level_bits, 1, step);
+  for (int64_t i = 0; i < chunks * depth; ++i) {
+    if (paths[i] < 0 || paths[i] >= (int64_t{1} << level_bits))
+      throw std::invalid_argument("tree digit out of range: " + std::to_string(paths[i]));
+  }
+  const float* table = normal_table();
+  const uint32_t word3 = rng::counter_word3(kDomainTreeNormals, step);
+  const double inv = 1.0 / std::sqrt(static_cast<double>(depth));
+#pragma omp parallel for schedule(dynamic, 4) if (dim * depth >= kParallelWork)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t lo = chunk_start(c, dim, chunks), hi = chunk_start(c + 1, dim, chunks);
+    std::vector<double> acc(static_cast<size_t>(hi - lo), 0.0);
+    TreeKey key = tree_root_key(static_cast<uint32_t>(c));
+    for (int level = 0; level < depth; ++level) {
+      key = tree_child_key(key, static_cast<uint32_t>(paths[c * depth + level]), seed, step);
+      for (int64_t j = 0; j < hi - lo; j += 8) {
+        const rng::Philox4 r = rng::philox4x32_10(static_cast<uint32_t>(j >> 3), key.lo, key.hi, word3, seed);
+        for (int q = 0; q < 8 && j + q < hi - lo; ++q)
+          acc[static_cast<size_t>(j + q)] = acc[static_cast<size_t>(j + q)] + static_cast<double>(table[normal_index(r.v, q)]);
+      }
+    }
+    for (int64_t j = 0; j < hi - lo; ++j) out[lo + j] = static_cast<float>(acc[static_cast<size_t>(j)] * inv);
+  }
+}
 
 }  // namespace fastdiffc::rcc

@@ -41,6 +41,17 @@ void normal_stream(uint64_t seed, uint32_t domain, uint32_t stream, int64_t n, f
 // chunk 0 at step 0, each of `length` positions, summed so the work cannot be optimised away.
 double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed);
 
+// ---- tree codebook (scheme "tree"; reference: python/fastdiffc/rcc_tree.py) -----------------
+void check_tree_args(int64_t dim, int64_t chunks, int depth, int level_bits, int beam, uint64_t step);
+
+// paths[chunks * depth]: the beam-searched leaf of every chunk's tree (digits, level order).
+void tree_select(const float* mu_perm, int64_t dim, int64_t chunks, int depth, int level_bits, int beam,
+                 uint64_t seed, uint32_t step, int64_t* paths);
+
+// out[0..dim): the leaves of the given paths, (g_1 + ... + g_depth) / sqrt(depth), in permuted order.
+void tree_chosen(const int64_t* paths, int64_t chunks, int depth, int level_bits, int64_t dim, uint64_t seed,
+                 uint32_t step, float* out);
+
 // SIMD path of the hot loop: -1 detect (default), 0 portable (target_clones AVX2/baseline),
 // 1 AVX-512 gathers where the CPU has them. Every path computes identical bits; tests compare them.
 void set_simd_path(int path);

@@ -185,3 +185,52 @@ def decode_rcc_indices(payload: bytes, *, bits: int, scheme: str, max_chunks: in
         return reader.read(n, model)
 
     return decode_canonical(payload, read, lambda w, idx: _write_indices(w, idx, bits, scheme))
+
+
+# ------------------------------------------------------------------ tree-codebook RCC payloads (rcc_tree.py)
+_TREE_DEPTH_BITS = 6  # depth - 1 in 0..63
+
+
+def _write_tree(writer: SymbolWriter, paths: np.ndarray, level_bits: int) -> None:
+    n, depth = paths.shape
+    width = int(n).bit_length()
+    writer.write_uint(width, _COUNT_WIDTH_BITS)
+    if width > 1:
+        writer.write_uint(n - (1 << (width - 1)), width - 1)
+    if n:
+        writer.write_uint(depth - 1, _TREE_DEPTH_BITS)
+        writer.write(paths.reshape(-1), uniform_model(level_bits))
+
+
+def encode_tree_paths(paths, *, level_bits: int) -> bytes:
+    """Payload of one tree-RCC step: the chunk count n, the depth L' (when n > 0), then the n · L'
+    path digits (each uniform over 2^level_bits), chunk by chunk in level order."""
+    p = np.asarray(paths, dtype=np.int64)
+    if p.ndim != 2 or (p.shape[0] and not 1 <= p.shape[1] <= 1 << _TREE_DEPTH_BITS):
+        raise ValueError("paths must be (chunks, depth) with 1 <= depth <= 64")
+    if p.shape[0] >= 1 << 31:
+        raise ValueError("too many chunks")
+    if p.size and (p.min() < 0 or p.max() >= 1 << level_bits):
+        raise ValueError(f"tree digits must lie in [0, 2^{level_bits})")
+    writer = SymbolWriter()
+    _write_tree(writer, p, level_bits)
+    return writer.to_bytes()
+
+
+def decode_tree_paths(payload: bytes, *, level_bits: int, max_chunks: int, max_depth: int) -> np.ndarray:
+    """Inverse of encode_tree_paths: (chunks, depth) int64; FormatError for corrupt payloads, more
+    than `max_chunks` chunks or a depth beyond `max_depth` (the settings' levels)."""
+
+    def read(reader: SymbolReader) -> np.ndarray:
+        width = reader.read_uint(_COUNT_WIDTH_BITS)
+        n = 0 if width == 0 else (1 << (width - 1)) | reader.read_uint(width - 1)
+        if n > max_chunks:
+            raise FormatError(f"payload declares {n} chunks but the dimension allows at most {max_chunks}")
+        if n == 0:
+            return np.zeros((0, 1), dtype=np.int64)
+        depth = reader.read_uint(_TREE_DEPTH_BITS) + 1
+        if depth > max_depth:
+            raise FormatError(f"payload declares tree depth {depth} but the settings allow at most {max_depth}")
+        return reader.read(n * depth, uniform_model(level_bits)).reshape(n, depth)
+
+    return decode_canonical(payload, read, lambda w, p: _write_tree(w, p, level_bits))

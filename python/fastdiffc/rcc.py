@@ -31,16 +31,24 @@ import numpy as np
 
 from . import entropy
 from . import rcc_numpy as _ref
+from . import rcc_tree as _tree
 
-SCHEMES = ("pfr", "importance")
+SCHEMES = ("pfr", "importance")  # flat codebooks: 2^b independent candidates per chunk
+ALL_SCHEMES = SCHEMES + ("tree",)  # + the tree codebook (rcc_tree.py)
 BACKENDS = ("auto", "cpp", "cuda", "numpy")
 MIN_BITS_PER_CHUNK = 1
 MAX_BITS_PER_CHUNK = _ref.MAX_BITS
 MARGIN_UNITS = 16  # margins are stored as integer sixteenths of a bit
 DEFAULT_BITS_PER_CHUNK = 12
 DEFAULT_MARGIN = 2.0
+# Tree codebook defaults (scheme "tree", rcc_tree.py): 16 levels of 4 bits, beam 32 — 64 path bits
+# per chunk, 8192 candidate-position draws per position (2x pfr at b = 12); margin 8 bits.
+DEFAULT_TREE_LEVEL_BITS = 4
+DEFAULT_TREE_LEVELS = 16
+DEFAULT_TREE_BEAM = 32
+DEFAULT_TREE_MARGIN = 8.0
 
-_SCHEME_IDS = {"pfr": 0, "importance": 1}
+_SCHEME_IDS = {"pfr": 0, "importance": 1, "tree": 2}
 
 
 @dataclass(frozen=True)
@@ -49,38 +57,55 @@ class RCCSettings:
 
     bits_per_chunk b in [1, 20]: 2^b candidates per chunk. margin_sixteenths m: the target KL
     per chunk is b − m/16 bits; 0 <= m <= 16 (b − 1), so every chunk carries at least 1 bit.
+
+    Scheme "tree" (rcc_tree.py): b in [1, 8] is the bits per tree level (2^b children per node),
+    `levels` L in [1, 64] and `beam` B in [1, 4096]; a chunk's path costs L·b bits and the target
+    KL per chunk is L·b − m/16 bits (0 <= m <= 16 (L·b − 1)). Other schemes have levels = beam = 0.
     """
 
     bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK
     margin_sixteenths: int = int(DEFAULT_MARGIN * MARGIN_UNITS)
     scheme: str = "pfr"
+    levels: int = 0
+    beam: int = 0
 
     def __post_init__(self) -> None:
         b, m = self.bits_per_chunk, self.margin_sixteenths
-        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
-            raise ValueError(f"bits_per_chunk must be an integer, got {b!r}")
-        if not MIN_BITS_PER_CHUNK <= b <= MAX_BITS_PER_CHUNK:
-            raise ValueError(f"bits_per_chunk must be in [{MIN_BITS_PER_CHUNK}, {MAX_BITS_PER_CHUNK}], got {b}")
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-            raise ValueError(f"margin_sixteenths must be an integer, got {m!r}")
-        if not 0 <= m <= MARGIN_UNITS * (b - 1):
-            raise ValueError(f"margin must be in [0, bits_per_chunk - 1] = [0, {b - 1}] bits, got {m / MARGIN_UNITS}")
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown RCC scheme {self.scheme!r}; expected one of {SCHEMES}")
-        object.__setattr__(self, "bits_per_chunk", int(b))
-        object.__setattr__(self, "margin_sixteenths", int(m))
+        if self.scheme not in ALL_SCHEMES:
+            raise ValueError(f"unknown RCC scheme {self.scheme!r}; expected one of {ALL_SCHEMES}")
+        for name, v in (("bits_per_chunk", b), ("margin_sixteenths", m), ("levels", self.levels), ("beam", self.beam)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        if self.scheme == "tree":
+            _tree.check_tree_args(self.levels, self.beam, b)
+            total = b * self.levels
+        else:
+            if not MIN_BITS_PER_CHUNK <= b <= MAX_BITS_PER_CHUNK:
+                raise ValueError(f"bits_per_chunk must be in [{MIN_BITS_PER_CHUNK}, {MAX_BITS_PER_CHUNK}], got {b}")
+            if self.levels or self.beam:
+                raise ValueError(f"levels and beam belong to the tree scheme, not {self.scheme!r}")
+            total = b
+        if not 0 <= m <= MARGIN_UNITS * (total - 1):
+            what = "levels · bits_per_chunk" if self.scheme == "tree" else "bits_per_chunk"
+            raise ValueError(f"margin must be in [0, {what} - 1] = [0, {total - 1}] bits, got {m / MARGIN_UNITS}")
+        for name in ("bits_per_chunk", "margin_sixteenths", "levels", "beam"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @classmethod
     def create(cls, bits_per_chunk: int = DEFAULT_BITS_PER_CHUNK, margin: float = DEFAULT_MARGIN,
-               scheme: str = "pfr") -> RCCSettings:
-        """Settings from a margin in bits (a multiple of 1/16)."""
+               scheme: str = "pfr", levels: int | None = None, beam: int | None = None) -> RCCSettings:
+        """Settings from a margin in bits (a multiple of 1/16); the tree scheme's levels and beam
+        default to DEFAULT_TREE_LEVELS / DEFAULT_TREE_BEAM."""
         try:
             scaled = float(margin) * MARGIN_UNITS
         except (TypeError, ValueError):
             raise ValueError(f"margin must be a number of bits, got {margin!r}") from None
         if not math.isfinite(scaled) or scaled != round(scaled):
             raise ValueError(f"margin must be a finite multiple of 1/{MARGIN_UNITS} bit, got {margin!r}")
-        return cls(bits_per_chunk, int(round(scaled)), scheme)
+        if scheme == "tree":
+            levels = DEFAULT_TREE_LEVELS if levels is None else levels
+            beam = DEFAULT_TREE_BEAM if beam is None else beam
+        return cls(bits_per_chunk, int(round(scaled)), scheme, levels or 0, beam or 0)
 
     @property
     def margin(self) -> float:
@@ -90,16 +115,24 @@ class RCCSettings:
     def candidates(self) -> int:
         return 1 << self.bits_per_chunk
 
+    @property
+    def chunk_bits(self) -> int:
+        """Bits of one chunk's index: b, or levels · b for the tree."""
+        return self.bits_per_chunk * self.levels if self.scheme == "tree" else self.bits_per_chunk
+
     def chunk_count(self, kl_bits: float, dim: int) -> int:
-        """n = ceil(KL / (b − margin)), at most dim; 0 only when KL is exactly 0."""
+        """n = ceil(KL / (chunk bits − margin)), at most dim; 0 only when KL is exactly 0."""
         if kl_bits <= 0.0:
             return 0
-        budget16 = MARGIN_UNITS * self.bits_per_chunk - self.margin_sixteenths
+        budget16 = MARGIN_UNITS * self.chunk_bits - self.margin_sixteenths
         return max(1, min(dim, math.ceil(kl_bits * MARGIN_UNITS / budget16)))
 
     def to_dict(self) -> dict[str, int]:
-        return {"bits_per_chunk": self.bits_per_chunk, "margin_sixteenths": self.margin_sixteenths,
-                "scheme": _SCHEME_IDS[self.scheme]}
+        d = {"bits_per_chunk": self.bits_per_chunk, "margin_sixteenths": self.margin_sixteenths,
+             "scheme": _SCHEME_IDS[self.scheme]}
+        if self.scheme == "tree":
+            d.update(levels=self.levels, beam=self.beam)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RCCSettings:
@@ -108,7 +141,8 @@ class RCCSettings:
             names = {v: k for k, v in _SCHEME_IDS.items()}
             if scheme_id not in names:
                 raise ValueError(f"unknown RCC scheme id {scheme_id}")
-            return cls(int(d["bits_per_chunk"]), int(d["margin_sixteenths"]), names[scheme_id])
+            return cls(int(d["bits_per_chunk"]), int(d["margin_sixteenths"]), names[scheme_id],
+                       int(d.get("levels", 0)), int(d.get("beam", 0)))
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad RCC settings {d!r}: {e}") from None
 
@@ -137,6 +171,12 @@ class _NumpyBackend:
     def chosen(self, indices, dim, bits, seed, step):
         return _ref.chosen_candidates(indices, dim, seed, step)
 
+    def tree_select(self, mu_perm, chunks, depth, level_bits, beam, seed, step):
+        return _tree.select(mu_perm, chunks, depth, level_bits, beam, seed, step)
+
+    def tree_chosen(self, paths, dim, level_bits, seed, step):
+        return _tree.chosen(paths, dim, seed, step)
+
 
 class _CppBackend:
     name = "cpp"
@@ -158,6 +198,14 @@ class _CppBackend:
         idx = np.ascontiguousarray(indices, dtype=np.int64)
         return self._core.rcc_chosen(idx, int(dim), int(bits), int(seed), int(step))
 
+    def tree_select(self, mu_perm, chunks, depth, level_bits, beam, seed, step):
+        return self._core.rcc_tree_select(mu_perm, int(chunks), int(depth), int(level_bits), int(beam), int(seed),
+                                          int(step))
+
+    def tree_chosen(self, paths, dim, level_bits, seed, step):
+        p = np.ascontiguousarray(paths, dtype=np.int64)
+        return self._core.rcc_tree_chosen(p, int(dim), int(level_bits), int(seed), int(step))
+
 
 class _CudaBackend(_CppBackend):
     """Candidate selection on the GPU; permutation and the chosen candidates come from the CPU (cheap, identical)."""
@@ -174,6 +222,10 @@ class _CudaBackend(_CppBackend):
 
     def select(self, mu_perm, chunks, bits, seed, step, scheme):
         return self._cuda.rcc_select(mu_perm, int(chunks), int(bits), int(seed), int(step), scheme)
+
+    def tree_select(self, mu_perm, chunks, depth, level_bits, beam, seed, step):
+        return self._cuda.rcc_tree_select(mu_perm, int(chunks), int(depth), int(level_bits), int(beam), int(seed),
+                                          int(step))
 
 
 def cuda_available() -> bool:
@@ -260,6 +312,18 @@ def encode(mu, *, seed: int, step: int = 0, bits_per_chunk: int = DEFAULT_BITS_P
     kl = kl_bits(flat)
     chunks = cfg.chunk_count(kl, dim)
     perm = be.permutation(seed, step, dim)
+    if cfg.scheme == "tree" and chunks:
+        depth = _tree.depth_for(kl, chunks, cfg.levels, cfg.bits_per_chunk, cfg.margin_sixteenths)
+        paths = np.asarray(be.tree_select(flat[perm], chunks, depth, cfg.bits_per_chunk, cfg.beam, seed, step),
+                           np.int64).reshape(chunks, depth)
+        payload = entropy.encode_tree_paths(paths, level_bits=cfg.bits_per_chunk)
+        sample = np.empty(dim, dtype=np.float32)
+        sample[perm] = be.tree_chosen(paths, dim, cfg.bits_per_chunk, seed, step)
+        return Encoded(payload=payload, sample=sample.reshape(arr.shape), kl_bits=kl, chunks=chunks, indices=paths)
+    if cfg.scheme == "tree":  # KL = 0: the empty tree payload, and the free prior draw of every scheme
+        return Encoded(payload=entropy.encode_tree_paths(np.zeros((0, 1), np.int64), level_bits=cfg.bits_per_chunk),
+                       sample=_assemble(be, np.zeros(0, np.int64), perm, dim, 1, seed, step).reshape(arr.shape),
+                       kl_bits=kl, chunks=0, indices=np.zeros((0, 1), np.int64))
     if chunks:
         indices = np.asarray(be.select(flat[perm], chunks, cfg.bits_per_chunk, seed, step, cfg.scheme), np.int64)
     else:
@@ -278,10 +342,19 @@ def decode(payload: bytes, dim: int, *, seed: int, step: int = 0, bits_per_chunk
     dim = _check_dim(dim)
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-    indices = entropy.decode_rcc_indices(bytes(payload), bits=cfg.bits_per_chunk, scheme=cfg.scheme, max_chunks=dim)
     be = get_backend(backend)
     if be.name == "cuda":  # decoding is cheap; the CPU path avoids a device round trip
         be = _CppBackend()
+    if cfg.scheme == "tree":
+        paths = entropy.decode_tree_paths(bytes(payload), level_bits=cfg.bits_per_chunk, max_chunks=dim,
+                                          max_depth=cfg.levels)
+        perm = be.permutation(seed, step, dim)
+        if paths.shape[0] == 0:
+            return _assemble(be, np.zeros(0, np.int64), perm, dim, 1, seed, step)
+        sample = np.empty(dim, dtype=np.float32)
+        sample[perm] = be.tree_chosen(paths, dim, cfg.bits_per_chunk, seed, step)
+        return sample
+    indices = entropy.decode_rcc_indices(bytes(payload), bits=cfg.bits_per_chunk, scheme=cfg.scheme, max_chunks=dim)
     perm = be.permutation(seed, step, dim)
     return _assemble(be, indices, perm, dim, cfg.bits_per_chunk, seed, step)
 
