@@ -25,6 +25,11 @@ def add_parser(sub):
     g.add_argument("--logsnr-max", type=float, default=DEFAULTS["logsnr_max"])
     g.add_argument("--bits-per-chunk", type=int, default=DEFAULTS["bits_per_chunk"])
     g.add_argument("--margin", type=float, default=DEFAULTS["margin"])
+    g.add_argument("--scheme", default=DEFAULTS["scheme"], choices=["pfr", "importance", "tree"],
+                   help="RCC scheme (default %(default)s; pfr/importance use --bits-per-chunk/--margin)")
+    g.add_argument("--tree", default=",".join(str(DEFAULTS[k]) for k in ("tree_level_bits", "tree_levels", "tree_beam",
+                                                                          "tree_margin")),
+                   help="tree scheme: BITS_PER_LEVEL,LEVELS,BEAM,MARGIN (default %(default)s)")
     g.add_argument("--recon-steps", type=int, default=DEFAULTS["recon_steps"], help="flow/ancestral sampler steps")
     g.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     g.add_argument("--backend", default="auto", choices=["auto", "cpp", "cuda", "numpy"], help="RCC backend")
@@ -131,6 +136,14 @@ def run_model_kl(args):
     return 0
 
 
+def _tree_args(text: str) -> dict:
+    try:
+        bits, levels, beam, margin = text.split(",")
+        return dict(tree_level_bits=int(bits), tree_levels=int(levels), tree_beam=int(beam), tree_margin=float(margin))
+    except ValueError:
+        raise ValueError(f"--tree must be BITS_PER_LEVEL,LEVELS,BEAM,MARGIN, got {text!r}") from None
+
+
 def run_gaussian_rd(args):
     from ..experiments import gaussian_rd
 
@@ -141,6 +154,7 @@ def run_gaussian_rd(args):
     rows = gaussian_rd.run(dims=args.dims, exponent=args.exponent, knee=args.knee, rates=rates,
                            logsnr_min=args.logsnr_min, logsnr_max=args.logsnr_max, grid_steps=args.grid_steps,
                            bits_per_chunk=args.bits_per_chunk, margin=args.margin, recon_steps=args.recon_steps,
-                           seed=args.seed, backend=args.backend, progress=not args.json)
+                           seed=args.seed, backend=args.backend, progress=not args.json, scheme=args.scheme,
+                           **_tree_args(args.tree))
     print(json.dumps(rows, indent=2) if args.json else gaussian_rd.format_table(rows))
     return 0

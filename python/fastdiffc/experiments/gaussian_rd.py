@@ -31,7 +31,28 @@ from ..diffusion.vp import alpha_sigma
 from ..pipelines import diffc
 
 DEFAULTS = dict(dims=16384, exponent=1.0, knee=64.0, rates=(0.5, 1.0, 2.0, 4.0, 6.0), logsnr_min=-12.0,
-                logsnr_max=16.0, grid_steps=280, bits_per_chunk=12, margin=2.0, recon_steps=100, seed=0)
+                logsnr_max=16.0, grid_steps=280, bits_per_chunk=12, margin=2.0, recon_steps=100, seed=0,
+                scheme="tree", tree_level_bits=4, tree_levels=16, tree_beam=32, tree_margin=5.0)
+# RCC: the tree codebook (rcc_tree.py; issue 15) by default — 16 levels of 4 bits, beam 32, margin 5
+# bits: 2x the candidate draws of pfr at b = 12 per step. `scheme="pfr"` uses bits_per_chunk/margin
+# (b = 12, margin 2: the scheme of the first measurements).
+
+
+def make_settings(scheme, bits_per_chunk, margin, tree_level_bits, tree_levels, tree_beam, tree_margin, seed,
+                  logsnr_min, logsnr_max, grid_steps, dtype) -> diffc.DiffCSettings:
+    """DiffC settings for the experiment; the tree's levels and beam are set on the RCC settings."""
+    from .. import rcc
+
+    if scheme != "tree":
+        return diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
+                                   grid_steps=grid_steps, bits_per_chunk=bits_per_chunk, margin=margin,
+                                   scheme=scheme, dtype=dtype)
+    s = diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
+                            grid_steps=grid_steps, bits_per_chunk=tree_level_bits, margin=tree_margin,
+                            scheme="tree", dtype=dtype)
+    object.__setattr__(s, "rcc_settings", rcc.RCCSettings.create(tree_level_bits, tree_margin, "tree",
+                                                                 tree_levels, tree_beam))
+    return s
 
 
 class DiagonalGaussianDenoiser(torch.nn.Module):
@@ -72,16 +93,17 @@ def _db(mse: float) -> float:
 def run(dims=DEFAULTS["dims"], exponent=DEFAULTS["exponent"], knee=DEFAULTS["knee"], rates=DEFAULTS["rates"],
         logsnr_min=DEFAULTS["logsnr_min"], logsnr_max=DEFAULTS["logsnr_max"], grid_steps=DEFAULTS["grid_steps"],
         bits_per_chunk=DEFAULTS["bits_per_chunk"], margin=DEFAULTS["margin"], recon_steps=DEFAULTS["recon_steps"],
-        seed=DEFAULTS["seed"], backend: str = "auto", progress: bool = False) -> list[dict]:
+        seed=DEFAULTS["seed"], backend: str = "auto", progress: bool = False, scheme=DEFAULTS["scheme"],
+        tree_level_bits=DEFAULTS["tree_level_bits"], tree_levels=DEFAULTS["tree_levels"],
+        tree_beam=DEFAULTS["tree_beam"], tree_margin=DEFAULTS["tree_margin"]) -> list[dict]:
     """One encode, then one row per target rate (see the module docstring for the fields)."""
     if dims < 1:
         raise ValueError("dims must be >= 1")
     rates = sorted(float(r) for r in rates)
     var = power_law_variances(dims, exponent, knee).reshape(1, 1, 1, dims)
     model = DiagonalGaussianDenoiser(var)
-    settings = diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
-                                   grid_steps=grid_steps, bits_per_chunk=bits_per_chunk, margin=margin,
-                                   dtype="float64")
+    settings = make_settings(scheme, bits_per_chunk, margin, tree_level_bits, tree_levels, tree_beam, tree_margin,
+                             seed, logsnr_min, logsnr_max, grid_steps, "float64")
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(var.shape, generator=gen, dtype=torch.float64) * var.sqrt()
     grid = settings.grid()

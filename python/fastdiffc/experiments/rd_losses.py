@@ -36,20 +36,7 @@ PHOTO = dict(DEFAULTS, logsnr_min=-6.0, logsnr_max=10.0, grid_steps=32, bits_per
              tree_levels=8, tree_beam=16, tree_margin=5.0, dtype="float32", coded_targets=(0.25, 0.5, 1.0, 2.0, 3.0, 4.0))
 
 
-def make_settings(scheme, bits_per_chunk, margin, tree_level_bits, tree_levels, tree_beam, tree_margin, seed,
-                  logsnr_min, logsnr_max, grid_steps, dtype):
-    from .. import rcc
-
-    if scheme == "tree":
-        s = diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
-                                grid_steps=grid_steps, bits_per_chunk=tree_level_bits, margin=tree_margin,
-                                scheme="tree", dtype=dtype)
-        object.__setattr__(s, "rcc_settings", rcc.RCCSettings.create(tree_level_bits, tree_margin, "tree",
-                                                                     tree_levels, tree_beam))
-        return s
-    return diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
-                               grid_steps=grid_steps, bits_per_chunk=bits_per_chunk, margin=margin, scheme=scheme,
-                               dtype=dtype)
+make_settings = g.make_settings
 
 
 def exact_trajectory_kl(model, x, grid, steps, settings, seed) -> np.ndarray:
