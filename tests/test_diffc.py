@@ -23,6 +23,7 @@ from fastdiffc.errors import (
     InvalidFieldError,
     MissingModelError,
     ModelMismatchError,
+    TruncatedError,
     UnknownPipelineError,
     UnsupportedVersionError,
 )
@@ -428,7 +429,9 @@ def test_other_pipeline_and_bad_params_rejected():
         (dict(params=good[:-1] + b"\x09"), InvalidFieldError, "RCC scheme id 9"),
         (dict(params=v1[:-1] + b"\x09", params_version=1), InvalidFieldError, "dtype id 9"),
         (dict(params=v1[:-1] + b"\x01", params_version=1), InvalidFieldError, "float64 but the header"),
-        (dict(params=good, params_version=3), UnsupportedVersionError, "parameter block version 3"),
+        (dict(params=good, params_version=4), UnsupportedVersionError, "parameter block version 4"),
+        (dict(params=good, params_version=3), TruncatedError, "tile"),  # version 3 = version 2 + tiling
+        (dict(params=good + b"\x08\x00", params_version=3), InvalidFieldError, "tile must be a multiple of 16"),
         (dict(params=good, precision="bfloat16"), InvalidFieldError, "bfloat16"),
         (dict(params=good, models=()), InvalidFieldError, "no denoiser"),
         (dict(params=DiffCSettings(**{**SETTINGS, "seed": 3}).to_bytes().replace(
@@ -484,7 +487,7 @@ def test_settings_validation_and_header_round_trip():
         with pytest.raises(ValueError, match=match):
             DiffCSettings(**bad)
     assert DiffCSettings(logsnr_min=-30.0, logsnr_max=30.0).grid()[-1] == 30.0
-    with pytest.raises(ValueError, match="writes parameter version 2 only"):
+    with pytest.raises(ValueError, match="writes parameter versions 2 and 3 only"):
         DiffCCodec(PixelGaussian(), params_version=1)
     codec = DiffCCodec(PixelGaussian(), **SETTINGS)
     with pytest.raises(ValueError, match="steps"):

@@ -2,8 +2,9 @@
 
 Each subcommand lives in fastdiffc/commands/<name>.py and exposes
 `add_parser(subparsers)` (which sets `func`) — cli.py only wires them together, applies
-the global flags (--threads, --debug) and turns *every* error escaping a command into one
-line on stderr and a non-zero exit (docs/design.md §7); --debug shows the traceback instead.
+the global flags (--threads, --debug, the budgets --max-pixels / --max-model-calls /
+--max-memory-gb) and turns *every* error escaping a command into one line on stderr and a
+non-zero exit (docs/design.md §7); --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
     parser.add_argument("--threads", dest="global_threads", default=None, metavar="N",
                         help="threads for torch and OpenMP (default: what they pick, usually all cores)")
+    for flag, dest, text in BUDGET_FLAGS:
+        parser.add_argument(flag, dest=dest, default=None, metavar="N", help=text)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -52,7 +55,36 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_parser(sub)
     for p in sub.choices.values():  # `fastdiffc compress ... --debug` works as well as `fastdiffc --debug compress`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for flag, _, _ in BUDGET_FLAGS:
+            p.add_argument(flag, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+# Resource budgets (pipelines.base.Budget): global flags, also accepted after the command; they set
+# the FASTDIFFC_MAX_* environment variables that every codec's default budget reads (worker
+# processes inherit them) for the duration of the command.
+BUDGET_FLAGS = (
+    ("--max-pixels", "max_pixels", "largest image (H*W pixels) to compress or decode (default 67108864)"),
+    ("--max-model-calls", "max_model_calls", "most model calls one compress/decompress may make (default 2000)"),
+    ("--max-memory-gb", "max_memory_gb", "largest estimated peak memory of one compress/decompress, GiB (default 6)"),
+)
+
+
+def _budget_env(args) -> dict[str, str]:
+    from .pipelines.base import BUDGET_ENV, Budget
+
+    values = {name: getattr(args, name, None) for _, name, _ in BUDGET_FLAGS}
+    given = {}
+    for flag, name, _ in BUDGET_FLAGS:
+        text = values[name]
+        if text is None:
+            continue
+        try:
+            given[name] = float(text) if name == "max_memory_gb" else int(text)
+        except ValueError:
+            raise ValueError(f"{flag} must be a number, got {text!r}") from None
+    Budget.default(**given)  # validates
+    return {BUDGET_ENV[name]: str(v) for name, v in given.items()}
 
 
 def set_threads(text: str) -> int:
@@ -95,7 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.global_threads is not None:
             set_threads(args.global_threads)
-        return int(args.func(args) or 0)
+        env = _budget_env(args)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     except KeyboardInterrupt:
         print("fastdiffc: interrupted", file=sys.stderr)
         return 130

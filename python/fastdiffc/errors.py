@@ -48,5 +48,11 @@ class MissingModelError(FormatError, ModelNotFoundError):
     """A file needs a model (named, with its content hash, in the message) that this install lacks."""
 
 
-class DecodeBudgetError(FormatError):
-    """A file declares more work (pixels, steps) than the decoder accepts; refused before allocating."""
+class BudgetError(FastDiffCError, ValueError):
+    """An image or a file needs more resources (pixels, model calls, memory) than the budget
+    allows (pipelines.base.Budget); refused before any large allocation. The message names the
+    limit and the setting that raises it."""
+
+
+class DecodeBudgetError(FormatError, BudgetError):
+    """A file declares more work (pixels, steps, memory) than the decoder accepts; refused before allocating."""

@@ -118,6 +118,24 @@ def _from_tensor(t: torch.Tensor) -> PreparedImage:
     return PreparedImage(t.expand(3, h, w).unsqueeze(0).contiguous(), c)
 
 
+def image_size(image) -> tuple[int, int]:
+    """(height, width) of any accepted input without converting it — a file is only opened, not
+    decoded — so budgets can be checked before the pixels are allocated."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as im:
+                return int(im.height), int(im.width)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+            return (0, 0)  # prepare_image reports the problem
+    if isinstance(image, Image.Image):
+        return int(image.height), int(image.width)
+    if isinstance(image, np.ndarray) and image.ndim >= 2:
+        return int(image.shape[0]), int(image.shape[1])
+    if isinstance(image, torch.Tensor) and image.ndim >= 2:
+        return int(image.shape[-2]), int(image.shape[-1])
+    return (0, 0)
+
+
 def prepare_image(image) -> PreparedImage:
     """Any accepted input → PreparedImage (1x3xHxW float32 in [-1, 1] + channels to return)."""
     if isinstance(image, (str, os.PathLike)):

@@ -208,6 +208,89 @@ class Codec(ABC):
         return {"params_version": header.params_version, "params_hex": header.params.hex()}
 
 
+# ------------------------------------------------------------------------------ resource budgets
+
+GIB = 1 << 30
+BUDGET_ENV = {"max_pixels": "FASTDIFFC_MAX_PIXELS", "max_model_calls": "FASTDIFFC_MAX_MODEL_CALLS",
+              "max_memory_gb": "FASTDIFFC_MAX_MEMORY_GB"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Resource bounds for one compress or decompress call, checked from the input image or the
+    file's header *before* any large allocation (docs/design.md §6, §10).
+
+    - `max_pixels`: image pixels (H·W). 2^26 = 64 Mpx by default.
+    - `max_model_calls`: model forward calls (DiffC: transmitted steps + reconstruction solver
+      calls; a tiled call counts once). 2000 by default (a default DiffC decode makes ≈ 50).
+    - `max_memory_gb`: the estimated peak memory of the call in GiB (model activations from
+      `models.resources`, plus the pipeline's full-size tensors). 6 GiB by default: a 12 Mpx
+      photo with the default tiling needs ≈ 2.5.
+
+    Codecs take them as settings (`load_codec("diffc", max_memory_gb=16)`); the CLI has global
+    flags `--max-pixels`, `--max-model-calls`, `--max-memory-gb`, which set the environment
+    variables FASTDIFFC_MAX_PIXELS / _MAX_MODEL_CALLS / _MAX_MEMORY_GB that `Budget.default()` reads.
+    A refusal is a `BudgetError` (encoding, a ValueError) or `DecodeBudgetError` (decoding, a
+    FormatError) naming the limit and the setting that raises it.
+    """
+
+    max_pixels: int = 1 << 26
+    max_model_calls: int = 2000
+    max_memory_gb: float = 6.0
+
+    def __post_init__(self):
+        for name in ("max_pixels", "max_model_calls"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = self.max_memory_gb
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v > 0):
+            raise ValueError(f"max_memory_gb must be a positive number, got {v!r}")
+
+    @classmethod
+    def default(cls, **overrides) -> Budget:
+        """The defaults, with FASTDIFFC_MAX_* environment variables applied, then `overrides`
+        (None values ignored)."""
+        values = {}
+        for name, env in BUDGET_ENV.items():
+            text = os.environ.get(env)
+            if text:
+                try:
+                    values[name] = float(text) if name == "max_memory_gb" else int(text)
+                except ValueError:
+                    raise ValueError(f"{env} must be a number, got {text!r}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @staticmethod
+    def _error(decoding: bool):
+        from ..errors import BudgetError, DecodeBudgetError
+
+        return DecodeBudgetError if decoding else BudgetError
+
+    @staticmethod
+    def _how(name: str) -> str:
+        return f"raise it with {name}=... (CLI --{name.replace('_', '-')})"
+
+    def check_pixels(self, height: int, width: int, *, decoding: bool) -> None:
+        n = int(height) * int(width)
+        if n > self.max_pixels:
+            what = "the file declares" if decoding else "the image is"
+            raise self._error(decoding)(f"{what} {width}x{height} = {n:,} pixels, more than the budget's "
+                                        f"max_pixels={self.max_pixels:,}; {self._how('max_pixels')}")
+
+    def check_model_calls(self, calls: int, what: str, *, decoding: bool) -> None:
+        if calls > self.max_model_calls:
+            raise self._error(decoding)(f"{what} needs {calls:,} model calls, more than the budget's "
+                                        f"max_model_calls={self.max_model_calls:,}; {self._how('max_model_calls')}")
+
+    def check_memory(self, nbytes: int, what: str, *, decoding: bool, hint: str = "") -> None:
+        if nbytes > self.max_memory_gb * GIB:
+            raise self._error(decoding)(f"{what} needs an estimated {nbytes / GIB:.2f} GiB of memory, more than the "
+                                        f"budget's max_memory_gb={self.max_memory_gb:g}; {self._how('max_memory_gb')}"
+                                        + (f" ({hint})" if hint else ""))
+
+
 def resolve_model(ref, given=None, given_name: str | None = None):
     """The model for a file's model reference `ref` (container.ModelRef): the caller's model
     object `given` or registry name `given_name` if one was passed, else the shipped model with

@@ -44,15 +44,16 @@ from PIL import Image
 from .. import rcc, rcc_numpy
 from ..container import Header, ModelRef, overhead_bytes, read, write
 from ..diffusion.schedules import get_schedule
+from ..diffusion.tiling import tiled
 from ..diffusion.vp import posterior_coefficients_f
 from ..errors import (
-    DecodeBudgetError,
     FormatError,
     InvalidFieldError,
     UnknownPipelineError,
 )
-from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_identity, model_threads, resolve_model
+from ..image_io import image_size, prepare_image, tensor_to_pil
+from ..models.resources import activation_bytes_per_pixel
+from .base import Budget, Codec, Knob, model_identity, model_threads, resolve_model
 from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
     DTYPE_IDS,
     LOGSNR_LIMIT,
@@ -147,12 +148,15 @@ def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | N
         raise ValueError(f"steps must be in 1..{max_steps} (the grid has {max_steps} steps), got {steps}")
     n_steps = max_steps if steps is None else steps
     x = x.to(settings.torch_dtype)
+    denoiser = tiled(denoiser, settings.tile, settings.tile_overlap)
     z = initial_latent(x.shape, settings)
     enc = Encoding([], z, [grid[0]])
     bar = _bar(n_steps, progress, "encode")
     for k in range(1, n_steps + 1):
         x_hat, mean_p, std, c_x = _model_step(denoiser, z, grid[k - 1], grid[k])
-        mu = ((c_x / std) * (x.to(torch.float64) - x_hat.to(torch.float64))).reshape(-1).to(torch.float32).numpy()
+        # μ = c_x (x − x̂0) / σ_Q in float64, element by element (in place: no full-size temporaries).
+        mu = x.to(torch.float64, copy=True).sub_(x_hat).mul_(c_x / std).reshape(-1).to(torch.float32).numpy()
+        del x_hat
         coded = rcc.encode(mu, step=k, backend=backend, **settings.rcc_kwargs())
         if fits is not None and not fits([*enc.segments, bytes(coded.payload)]):
             break
@@ -181,11 +185,13 @@ def replay(denoiser, segments: Sequence[bytes], shape: Sequence[int], settings: 
     grid = settings.grid()
     if len(segments) > len(grid) - 1:
         raise FormatError(f"{len(segments)} steps in the file but the grid has only {len(grid) - 1}")
+    denoiser = tiled(denoiser, settings.tile, settings.tile_overlap)
     z = initial_latent(shape, settings)
     dim = int(np.prod(shape))
     bar = _bar(len(segments), progress, "decode")
     for k, payload in enumerate(segments, start=1):
         _, mean_p, std, _ = _model_step(denoiser, z, grid[k - 1], grid[k])
+        del z
         eps = rcc.decode(payload, dim, step=k, backend=backend, **settings.rcc_kwargs())
         z = _apply_sample(mean_p, std, eps)
         if on_step is not None:
@@ -238,6 +244,7 @@ def reconstruct(denoiser, z: torch.Tensor, logsnr: float, settings: DiffCSetting
 
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose from {METHODS}")
+    denoiser = tiled(denoiser, settings.tile, settings.tile_overlap)
     with model_threads():
         if method == "denoise":
             return denoiser(z, torch.full((z.shape[0],), logsnr, dtype=z.dtype)).to(z.dtype)
@@ -269,6 +276,20 @@ DEFAULT_RECON_STEPS = 20
 # δ = 0.15 +0.36 / +0.58 / +0.47 / +0.40, δ = 0.35 +0.21 / +0.41 / +0.43 / +0.40 (the previous
 # UNet peaked at 0.2–0.3 too). The denoiser mean gets worse with any offset, so it keeps none.
 DEFAULT_FLOW_LOGSNR_OFFSET = 0.25
+
+# Tiled model calls (diffusion.tiling): images larger than DEFAULT_TILE on a side are denoised in
+# windows of DEFAULT_TILE² pixels blended over DEFAULT_TILE_OVERLAP, recorded in the parameter
+# block (version 3); smaller images are coded exactly as before tiling existed (version 2). A 1024²
+# window of the shipped UNet takes ≈ 0.5 GB, so a 12 Mpx photo stays within 3 GiB (docs/design.md §10).
+DEFAULT_TILE = 1024
+DEFAULT_TILE_OVERLAP = 64
+# Memory estimate of a compress / decompress call (Budget.max_memory_gb): the process with torch and
+# the model, plus these bytes per pixel of the pipeline's full-size float32 tensors (x, z, x̂0, μ_Q,
+# float64 μ, RCC buffers, the tiled output), plus one model call's activations
+# (models.resources). Measured at 4000x3000 (benchmarks/test_bench_large_image.py) and rounded up.
+PROCESS_BYTES = 400 << 20
+ENCODE_BYTES_PER_PIXEL = 160
+DECODE_BYTES_PER_PIXEL = 120
 
 RATE_KNOBS = (
     Knob("steps", int, "rate", minimum=1,
@@ -327,13 +348,20 @@ class DiffCCodec(Codec):
 
     def __init__(self, model=None, *, recon_steps: int = DEFAULT_RECON_STEPS, solver: str = "dpm++2m",
                  flow_offset: float | None = None, flow_logsnr_offset: float | None = None,
-                 backend: str = "auto", progress: bool = False, **settings):
+                 backend: str = "auto", progress: bool = False, tile: int = DEFAULT_TILE,
+                 tile_overlap: int = DEFAULT_TILE_OVERLAP, max_pixels: int | None = None,
+                 max_model_calls: int | None = None, max_memory_gb: float | None = None, **settings):
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
         self.settings = DiffCSettings(**settings)
-        if self.settings.params_version != PARAMS_VERSION:
-            raise ValueError(f"DiffC writes parameter version {PARAMS_VERSION} only "
-                             f"(version {self.settings.params_version} files are read, never written)")
+        if self.settings.params_version not in (2, 3) or self.settings.tile:
+            raise ValueError("DiffC writes parameter versions 2 and 3 only (version 1 files are read, never "
+                             "written); give the tiling as tile= and tile_overlap=")
+        if tile:  # validated as DiffCSettings would validate a version-3 block
+            replace(self.settings, tile=int(tile), tile_overlap=int(tile_overlap))
+        self.tile, self.tile_overlap = int(tile), int(tile_overlap)
+        self.budget = Budget.default(max_pixels=max_pixels, max_model_calls=max_model_calls,
+                                     max_memory_gb=max_memory_gb)
         if self.settings.dtype == "bfloat16":
             raise ValueError("DiffC computes in float32 or float64")
         offsets = {"flow_offset": flow_offset, "flow_logsnr_offset": flow_logsnr_offset}
@@ -374,10 +402,38 @@ class DiffCCodec(Codec):
         return resolve_model(ref, given)
 
     # -- compress ------------------------------------------------------------------------
-    def _header(self, model, prep) -> Header:
+    def _header(self, model, prep, settings: DiffCSettings) -> Header:
         name, h = model_identity(model)
         return Header("diffc", (ModelRef("denoiser", name, h),), prep.height, prep.width, prep.channels,
-                      precision=self.settings.dtype, params_version=PARAMS_VERSION, params=self.settings.to_bytes())
+                      precision=settings.dtype, params_version=settings.params_version, params=settings.to_bytes())
+
+    # -- resources -----------------------------------------------------------------------
+    def estimate_memory(self, model, height: int, width: int, settings: DiffCSettings, *, decoding: bool) -> int:
+        """Estimated peak bytes of compressing / decompressing an image of this size (see
+        `Budget`): the process with its model, the pipeline's full-size tensors and one model
+        call's activations on a tile (or the whole image)."""
+        pixels = height * width
+        per_pixel = DECODE_BYTES_PER_PIXEL if decoding else ENCODE_BYTES_PER_PIXEL
+        if settings.dtype == "float64":
+            per_pixel *= 2
+        window = min(height, settings.tile) * min(width, settings.tile) if settings.tile else pixels
+        return int(PROCESS_BYTES + per_pixel * pixels + activation_bytes_per_pixel(model) * window)
+
+    def _check_budget(self, model, height: int, width: int, settings: DiffCSettings, calls: int, what: str, *,
+                      decoding: bool, extra_bytes: int = 0) -> None:
+        """Model calls and estimated memory against the budget, before anything large is allocated."""
+        self.budget.check_model_calls(calls, f"{what} of a {width}x{height} image", decoding=decoding)
+        hint = "" if decoding or settings.tile else f"or tile the model calls: tile={DEFAULT_TILE}"
+        need = self.estimate_memory(model, height, width, settings, decoding=decoding) + extra_bytes
+        self.budget.check_memory(need, f"{what} a {width}x{height} image", decoding=decoding, hint=hint)
+
+    def recon_calls(self, method: str, recon_steps: int) -> int:
+        """Model calls of the reconstruction from z at λ_K (flow: 1 per DPM-Solver++(2M) step, 2 per
+        Heun step; ancestral: 1 per step; both + 1 final x̂0; denoise: 1)."""
+        if method == "denoise":
+            return 1
+        per = 2 if (method == "flow" and self.solver == "heun") else 1
+        return per * recon_steps + 1
 
     def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None) -> tuple[bytes, Encoding]:
         """`compress`, also returning the sender's Encoding (per-step KL, chunks, final z)."""
@@ -385,9 +441,14 @@ class DiffCCodec(Codec):
         bpp, steps = knobs["bpp"], knobs["steps"]
         if bpp is None and steps is None:
             bpp = DEFAULT_BPP
-        prep = prepare_image(image)
+        height, width = image_size(image)
+        self.budget.check_pixels(height, width, decoding=False)
         model = self.model_for_encoding()
-        header = self._header(model, prep)
+        settings = self.settings.for_image(height, width, self.tile, self.tile_overlap)
+        calls = steps if steps is not None else settings.grid_steps
+        self._check_budget(model, height, width, settings, calls, "compressing", decoding=False)
+        prep = prepare_image(image)
+        header = self._header(model, prep, settings)
         fits = None
         if bpp is not None:
             pixels = prep.height * prep.width
@@ -402,7 +463,7 @@ class DiffCCodec(Codec):
                                      f"makes {size} bytes = {8 * size / pixels:.4g} bpp")
                 return size <= ceiling
 
-        enc = encode(model, prep.tensor, self.settings, steps=steps, fits=fits, backend=self.backend,
+        enc = encode(model, prep.tensor, settings, steps=steps, fits=fits, backend=self.backend,
                      progress=self.progress)
         return write(header, enc.segments), enc
 
@@ -427,19 +488,22 @@ class DiffCCodec(Codec):
                 f"this file was written by the {f.header.pipeline!r} pipeline; use load_codec({f.header.pipeline!r})"
             )
         h = f.header
-        if h.height * h.width > MAX_DECODE_PIXELS:
-            raise DecodeBudgetError(f"the file declares a {h.width}x{h.height} image, more than the "
-                                    f"{MAX_DECODE_PIXELS} pixels this decoder accepts")
+        self.budget.check_pixels(h.height, h.width, decoding=True)
         settings = DiffCSettings.from_bytes(h.params, h.params_version, h.precision)
         model = self.model_for_file(h)
         self._check_precision(model, settings, error=InvalidFieldError)
         return f, settings, model
 
-    def decode_latent(self, data: bytes, *, max_steps: int | None = None, allow_truncated: bool = False):
-        """Replay the steps: (z_K, λ_K, FdcFile, settings, model)."""
+    def decode_latent(self, data: bytes, *, max_steps: int | None = None, allow_truncated: bool = False,
+                      recon_calls: int = 0):
+        """Replay the steps: (z_K, λ_K, FdcFile, settings, model). The budget is checked for the
+        replayed steps plus `recon_calls` model calls of the reconstruction that follows."""
         max_steps = self.check_knobs("decode", {"max_steps": max_steps})["max_steps"]
         f, settings, model = self.open(data, allow_truncated=allow_truncated)
         segments = f.segments if max_steps is None else f.segments[:max_steps]
+        h = f.header
+        self._check_budget(model, h.height, h.width, settings, len(segments) + recon_calls, "decoding",
+                           decoding=True)
         shape = (1, 3, f.header.height, f.header.width)
         z, lam = replay(model, segments, shape, settings, backend=self.backend, progress=self.progress)
         return z, lam, f, settings, model
@@ -449,7 +513,8 @@ class DiffCCodec(Codec):
         flow_offset (the constructor's), allow_truncated (False)."""
         k = self.check_knobs("decode", decode_knobs)
         z, lam, f, settings, model = self.decode_latent(data, max_steps=k["max_steps"],
-                                                        allow_truncated=k["allow_truncated"])
+                                                        allow_truncated=k["allow_truncated"],
+                                                        recon_calls=self.recon_calls(k["method"], self._recon_steps(k)))
         x = reconstruct(model, z, lam, settings, method=k["method"], recon_steps=self._recon_steps(k),
                         solver=self.solver, flow_logsnr_offset=self._flow_offset(k), progress=self.progress)
         return tensor_to_pil(x, f.header.channels)
@@ -482,6 +547,10 @@ class DiffCCodec(Codec):
         if 0 in wanted:
             latents[0] = initial_latent(shape, settings)
         n = wanted[-1] if wanted else 0
+        h = f.header
+        calls = n + len(wanted) * self.recon_calls(k["method"], self._recon_steps(k))
+        kept = len(wanted) * 3 * h.height * h.width * settings.torch_dtype.itemsize  # the latents kept
+        self._check_budget(model, h.height, h.width, settings, calls, "decoding", decoding=True, extra_bytes=kept)
         replay(model, f.segments[:n], shape, settings, backend=self.backend, progress=self.progress, on_step=keep)
         grid = settings.grid()
         out = {}

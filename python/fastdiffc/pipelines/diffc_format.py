@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,8 +24,12 @@ from ..errors import FormatError, InvalidFieldError, UnsupportedVersionError
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
 SCHEME_IDS = {"pfr": 0, "importance": 1}
 DTYPE_IDS = {"float32": 0, "float64": 1}  # the dtype byte of a version-1 parameter block
-PARAMS_VERSION = 2  # what this build writes; 1 = numpy PCG64 z_0 + torch.Generator noise (read only)
-PARAMS_VERSIONS = (1, 2)
+# What this build writes: 2 for images whose model calls see the whole image (every image up to
+# the tile size), 3 for tiled model calls (version 2 + the tile geometry). 1 = numpy PCG64 z_0 +
+# torch.Generator noise, read only.
+PARAMS_VERSION = 2
+PARAMS_VERSIONS = (1, 2, 3)
+TILE_LIMITS = (16, 1 << 16)  # a tile side (a multiple of 16, the UNet's stride) in this range
 # |λ| beyond 30 buys nothing (σ² = sigmoid(−30) ≈ 1e-13 is below float32 resolution of z) and
 # at a few hundred sigmoid(−λ) underflows to 0, making σ_Q = 0 and the step maths infinite.
 LOGSNR_LIMIT = 30.0
@@ -63,7 +67,11 @@ class DiffCSettings:
     margin: float = 2.0
     scheme: str = "pfr"
     dtype: str = "float32"
-    params_version: int = PARAMS_VERSION  # 1 only for files written before container v2
+    params_version: int = PARAMS_VERSION  # 1 only for files written before container v2; 3 when tiled
+    # Tiled model calls (diffusion.tiling; version 3 only): the window side and the blended overlap
+    # in pixels. 0 = every model call sees the whole image (versions 1 and 2).
+    tile: int = 0
+    tile_overlap: int = 0
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 1 << 64:
@@ -78,6 +86,19 @@ class DiffCSettings:
             raise ValueError(f"grid_steps must be in 1..100000, got {self.grid_steps}")
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "grid_steps", int(self.grid_steps))
+        tile, overlap = int(self.tile), int(self.tile_overlap)
+        if tile and self.params_version == 2:
+            object.__setattr__(self, "params_version", 3)  # tiling is recorded: version 3
+        if self.params_version == 3:
+            lo, hi = TILE_LIMITS
+            if not (lo <= tile <= hi and tile % 16 == 0):
+                raise ValueError(f"tile must be a multiple of 16 in {lo}..{hi} (parameter version 3), got {tile}")
+            if not (0 <= overlap <= tile // 4 and overlap % 2 == 0):
+                raise ValueError(f"tile_overlap must be an even number in 0..tile/4 = {tile // 4}, got {overlap}")
+        elif tile or overlap:
+            raise ValueError(f"tiled model calls need parameter version 3, not {self.params_version}")
+        object.__setattr__(self, "tile", tile)
+        object.__setattr__(self, "tile_overlap", overlap)
         object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme))
         for name in ("logsnr_min", "logsnr_max"):
             v = float(getattr(self, name))
@@ -89,6 +110,7 @@ class DiffCSettings:
     # -- header serialisation ------------------------------------------------------------
     # Version 2: seed, schedule, λ range (2 x f32), grid steps, b, margin/16, scheme; the dtype is
     # the container header's precision. Version 1 had the same fields plus a dtype byte at the end.
+    # Version 3 is version 2 followed by the tile side and overlap (2 varints).
     def to_bytes(self) -> bytes:
         out = bytearray()
         put_varint(out, self.seed)
@@ -100,6 +122,9 @@ class DiffCSettings:
         out.append(SCHEME_IDS[self.scheme])
         if self.params_version == 1:
             out.append(DTYPE_IDS[self.dtype])
+        if self.params_version == 3:
+            put_varint(out, self.tile)
+            put_varint(out, self.tile_overlap)
         return bytes(out)
 
     @classmethod
@@ -120,6 +145,9 @@ class DiffCSettings:
         names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme")]
         if version == 1:
             names.append((DTYPE_IDS, r.u8("dtype"), "dtype"))
+        tile = overlap = 0
+        if version == 3:
+            tile, overlap = r.varint("tile"), r.varint("tile overlap")
         if not r.done():
             raise FormatError("malformed DiffC parameters: trailing bytes")
         decoded = []
@@ -134,7 +162,7 @@ class DiffCSettings:
         if dtype not in DTYPE_IDS:
             raise InvalidFieldError(f"DiffC computes in {' or '.join(DTYPE_IDS)}, not {dtype}")
         try:
-            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version)
+            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version, tile, overlap)
         except ValueError as e:
             raise InvalidFieldError(f"invalid DiffC parameters: {e}") from None
 
@@ -150,3 +178,10 @@ class DiffCSettings:
 
     def rcc_kwargs(self) -> dict:
         return dict(seed=self.seed, settings=self.rcc_settings)
+
+    def for_image(self, height: int, width: int, tile: int, tile_overlap: int) -> DiffCSettings:
+        """The settings to write for an image: whole-image model calls (version 2, as before tiling
+        existed) when it fits one `tile` × `tile` window or `tile` is 0, else version 3 with the tiling."""
+        if not tile or (height <= tile and width <= tile):
+            return replace(self, params_version=PARAMS_VERSION, tile=0, tile_overlap=0)
+        return replace(self, params_version=3, tile=tile, tile_overlap=tile_overlap)
