@@ -6,22 +6,35 @@ becomes a 1x3xHxW float tensor in [-1, 1] and the number of channels to give bac
 
 Greyscale is handled: it is coded as RGB with equal channels and decoded back to
 greyscale (channels = 1 in the file). An alpha channel is dropped when it is fully
-opaque and refused otherwise — these codecs do not code transparency. Other modes
-(16-bit, float, CMYK, ...) are refused with a message saying what to do.
+opaque and refused otherwise — these codecs do not code transparency. Palette images are
+expanded. 16-bit greyscale (Pillow mode I;16, or uint16 arrays) is rounded to 8 bits
+(v / 257). Other modes (32-bit integer, float, CMYK without a colour profile, ...) are
+refused with a message saying what to do.
+
+Photos are taken as they are meant to be seen: the EXIF orientation tag is applied
+(`ImageOps.exif_transpose`), and an embedded ICC colour profile other than sRGB (Adobe RGB,
+Display P3, a CMYK profile, ...) is converted to sRGB with LittleCMS (`PIL.ImageCms`, relative
+colorimetric) — the codecs and their metrics assume sRGB. An unreadable profile is refused.
+Greyscale images keep their values (a grey profile is ignored). A file whose declared size is
+above Pillow's decompression-bomb limit (2 × `PIL.Image.MAX_IMAGE_PIXELS`) is refused before
+it is decoded.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Modes Pillow converts losslessly to 8-bit greyscale / RGB(A) for us.
 _GREY_MODES = {"1", "L", "LA", "La"}
 _COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"}
+_GREY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -46,8 +59,64 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return im
     except UnidentifiedImageError:
         raise ValueError(f"{os.fspath(path)}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{os.fspath(path)}: {e}") from None
+    except Image.DecompressionBombError:
+        raise ValueError(bomb_message(os.fspath(path))) from None
+
+
+def bomb_message(what: str) -> str:
+    limit = Image.MAX_IMAGE_PIXELS
+    return (f"{what}: the image declares more than {2 * limit:,} pixels, Pillow's decompression-bomb limit "
+            f"(2 x PIL.Image.MAX_IMAGE_PIXELS = {limit:,}); refused before decoding. If the file is trusted, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def _orient(im: Image.Image) -> Image.Image:
+    """The image turned upright as its EXIF orientation tag says (unchanged without one)."""
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block: treat as no orientation
+        return im
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """Colour images with a non-sRGB ICC profile converted to sRGB (see the module docstring)."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode in _GREY_MODES or im.mode in _GREY16_MODES:
+        return im
+    try:
+        from PIL import ImageCms
+    except ImportError:  # Pillow built without LittleCMS
+        raise ValueError("the image carries an ICC colour profile, but this Pillow has no ImageCms (LittleCMS) "
+                         "to convert it to sRGB; convert the image to sRGB first") from None
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = (ImageCms.getProfileDescription(src) or "").strip()
+    except (OSError, ImageCms.PyCMSError) as e:
+        raise ValueError(f"the image's ICC colour profile is unreadable ({e}); strip it or convert the image to "
+                         "sRGB first") from None
+    if "srgb" in desc.lower():
+        return im
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    out_mode = {"RGB": "RGB", "RGBX": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}.get(im.mode)
+    if out_mode is None:
+        raise ValueError(f"cannot convert a {im.mode} image with ICC profile {desc!r} to sRGB; convert it first")
+    try:
+        out = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"),
+                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode=out_mode)
+    except ImageCms.PyCMSError as e:
+        raise ValueError(f"cannot convert the image from ICC profile {desc!r} to sRGB ({e}); "
+                         "convert it first") from None
+    out.info.pop("icc_profile", None)
+    return out
+
+
+def _grey16_to_8(im: Image.Image) -> Image.Image:
+    arr = np.asarray(im).astype(np.uint32)
+    return Image.fromarray(((arr * 2 + 257) // 514).astype(np.uint8), "L")  # round(v / 257)
 
 
 def _check_size(h: int, w: int) -> None:
@@ -56,10 +125,16 @@ def _check_size(h: int, w: int) -> None:
 
 
 def _from_pil(im: Image.Image) -> PreparedImage:
+    im = _orient(im)
+    if im.mode in _GREY16_MODES:
+        im = _grey16_to_8(im)
+    im = _to_srgb(im)
     mode = im.mode
     if mode not in _GREY_MODES | _COLOUR_MODES:
         raise ValueError(
-            f"unsupported image mode {mode!r}: convert to RGB or L (8-bit) first, e.g. image.convert('RGB')"
+            f"unsupported image mode {mode!r}"
+            + (" without a colour profile" if mode == "CMYK" else "")
+            + ": convert to RGB or L (8-bit) first, e.g. image.convert('RGB')"
         )
     _check_size(im.height, im.width)
     grey = mode in _GREY_MODES
@@ -77,8 +152,11 @@ def _uint8_to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def _from_array(arr: np.ndarray) -> PreparedImage:
+    if arr.dtype == np.uint16:  # 16-bit: round to 8 bits, v / 257
+        arr = ((arr.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
     if arr.dtype != np.uint8:
-        raise ValueError(f"numpy images must be uint8 HxWxC, got dtype {arr.dtype} (scale to 0..255 first)")
+        raise ValueError(f"numpy images must be uint8 (or uint16) HxWxC, got dtype {arr.dtype} "
+                         "(scale to 0..255 first)")
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3:
@@ -125,7 +203,9 @@ def image_size(image) -> tuple[int, int]:
         try:
             with Image.open(image) as im:
                 return int(im.height), int(im.width)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+        except Image.DecompressionBombError:
+            raise ValueError(bomb_message(os.fspath(image))) from None
+        except (UnidentifiedImageError, OSError):
             return (0, 0)  # prepare_image reports the problem
     if isinstance(image, Image.Image):
         return int(image.height), int(image.width)
