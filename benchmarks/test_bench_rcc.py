@@ -1,22 +1,30 @@
-"""pytest-benchmark suite for RCC: the same figures as `fastdiffc bench rcc`, at a smaller size.
+"""RCC (pytest-benchmark): the C++ selection (both schemes), the numpy reference doing the same
+selection, and the bare Philox + normal generation loop that bounds them — one group, one step of
+2^14 dimensions at 10 bits per chunk (quick mode: 2^12).
 
-    python -m pytest benchmarks/test_bench_rcc.py --benchmark-enable
+    python -m pytest benchmarks/test_bench_rcc.py -o addopts="" --benchmark-only
 
-Each benchmark stores its candidate-dimensions per call in `extra_info["candidate_dims"]`, so
-candidate-dimensions/s = candidate_dims / mean time. The targets (cpp >= 20x numpy, cpp within
-2x of the bare generation `limit`) are read off these numbers, not asserted.
+Every benchmark of the "rcc select" group does the same work, 2^10 candidates x DIM dimensions
+(extra_info["candidate_dims"]), so their times compare directly: candidate-dims/s =
+candidate_dims / mean. The targets (cpp >= 20x numpy, cpp within 2x of the bare generation
+loop) are read off these numbers, not asserted. `fastdiffc bench rcc` reports the same figures.
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
 from fastdiffc import _core, rcc
 from fastdiffc import rcc_numpy as ref
 
-DIM = 1 << 14
+pytestmark = pytest.mark.quick
+
+QUICK = os.environ.get("FASTDIFFC_BENCH_QUICK", "") not in ("", "0")  # as benchmarks/conftest.py
+DIM = 1 << (12 if QUICK else 14)
 BITS = 10
-KL_BITS = 250.0
+KL_BITS = 250.0 * DIM / (1 << 14)
+GROUP = f"rcc select: 2^{BITS} candidates x {DIM} dims"
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +38,46 @@ def step():
     return np.ascontiguousarray(mu[perm]), chunks
 
 
+def _info(benchmark, backend):
+    benchmark.group = GROUP
+    benchmark.extra_info.update(candidate_dims=(1 << BITS) * DIM, backend=backend)
+
+
 @pytest.mark.parametrize("scheme", rcc.SCHEMES)
 def test_cpp_select(benchmark, step, scheme):
     mu_perm, chunks = step
-    benchmark.extra_info["candidate_dims"] = (1 << BITS) * DIM
+    _info(benchmark, f"cpp {scheme}")
     idx = benchmark(_core.rcc_select, mu_perm, chunks, BITS, 1, 0, scheme)
     assert idx.shape == (chunks,)
 
 
-def test_numpy_reference_one_chunk(benchmark, step):
+def test_numpy_select(measure, benchmark, step):
     mu_perm, chunks = step
-    bounds = ref.chunk_bounds(DIM, chunks)
-    benchmark.extra_info["candidate_dims"] = (1 << BITS) * int(bounds[1] - bounds[0])
+    _info(benchmark, "numpy pfr")
     ref.normal_table()
-    scores = benchmark(ref.chunk_scores, mu_perm, chunks, BITS, 1, 0, "pfr", 0)
-    assert scores.shape == (1 << BITS,)
+    idx = measure(lambda: ref.select(mu_perm, chunks, BITS, 1, 0, "pfr"), rounds=2)
+    assert np.array_equal(idx, _core.rcc_select(mu_perm, chunks, BITS, 1, 0, "pfr"))
 
 
-def test_limit_bare_generation(benchmark):
-    benchmark.extra_info["candidate_dims"] = (1 << BITS) * DIM
+def test_bare_generation_loop(benchmark):
+    _info(benchmark, "limit: Philox + normal table only")
     total = benchmark(_core.rcc_generate_checksum, 1 << BITS, DIM, 1)
     assert math.isfinite(total)
 
 
+@pytest.mark.skipif(not rcc.cuda_available(), reason="needs a CUDA device")
+def test_cuda_select(benchmark, step):
+    from fastdiffc import _cuda
+
+    mu_perm, chunks = step
+    _info(benchmark, "cuda pfr")
+    idx = benchmark(_cuda.rcc_select, mu_perm, chunks, BITS, 1, 0, "pfr")
+    assert np.array_equal(idx, _core.rcc_select(mu_perm, chunks, BITS, 1, 0, "pfr"))
+
+
 def test_encode_decode_end_to_end(benchmark, step):
     mu_perm, _ = step
+    benchmark.group = f"rcc encode + decode: {DIM} dims"
     benchmark.extra_info["candidate_dims"] = (1 << BITS) * DIM
 
     def round_trip():
@@ -63,13 +86,3 @@ def test_encode_decode_end_to_end(benchmark, step):
 
     enc, out = benchmark(round_trip)
     assert np.array_equal(out, enc.sample)
-
-
-@pytest.mark.skipif(not rcc.cuda_available(), reason="needs a CUDA device")
-def test_cuda_select(benchmark, step):
-    from fastdiffc import _cuda
-
-    mu_perm, chunks = step
-    benchmark.extra_info["candidate_dims"] = (1 << BITS) * DIM
-    idx = benchmark(_cuda.rcc_select, mu_perm, chunks, BITS, 1, 0, "pfr")
-    assert np.array_equal(idx, _core.rcc_select(mu_perm, chunks, BITS, 1, 0, "pfr"))

@@ -1,0 +1,78 @@
+"""Encode and decode of every pipeline this build has (pytest-benchmark), at 768x512 and a
+0.25 bpp ceiling (quick mode: 128x96), each with its shipped default model: one group for the
+encoders, one for the decoders. A pipeline without a shipped model is skipped with the reason
+(DIRAC: python/fastdiffc/weights/dirac.safetensors). The image is scikit-image's astronaut
+(what `fastdiffc bench pipeline` uses) or, without scikit-image, the bundled sample, resized.
+
+    python -m pytest benchmarks/test_bench_pipelines.py -o addopts="" --benchmark-only
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastdiffc.pipelines import available_pipelines, load_codec
+from PIL import Image
+
+pytestmark = pytest.mark.quick
+
+BPP = 0.25
+WEIGHTS = Path(__import__("fastdiffc").__file__).parent / "weights"
+SAMPLE = WEIGHTS.parent / "samples" / "sample.png"
+
+
+@pytest.fixture(scope="module")
+def photo(image_hw):
+    h, w = image_hw
+    try:
+        from skimage import data
+
+        im = Image.fromarray(data.astronaut())
+    except ImportError:
+        im = Image.open(SAMPLE)
+    return im.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
+
+
+_ENCODED: dict = {}
+
+
+def _codec_and_file(name, photo):
+    """(codec, compressed bytes) of a pipeline, or a skip with the reason it cannot run here."""
+    if name == "dirac" and not (WEIGHTS / "dirac.safetensors").exists():
+        pytest.skip("no shipped DIRAC model (python/fastdiffc/weights/dirac.safetensors)")
+    if name not in _ENCODED:
+        try:
+            codec = load_codec(name)
+            _ENCODED[name] = (codec, codec.compress(photo, bpp=BPP))
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            _ENCODED[name] = (None, f"{type(e).__name__}: {e}")
+    codec, data = _ENCODED[name]
+    if codec is None:
+        pytest.skip(f"{name} cannot encode with its default model here: {data}")
+    return codec, data
+
+
+def _info(benchmark, codec, data, photo):
+    benchmark.extra_info.update(bytes=len(data), bpp=8 * len(data) / (photo.width * photo.height),
+                                threads=torch.get_num_threads())
+
+
+@pytest.mark.parametrize("name", list(available_pipelines()))
+def test_encode(benchmark, measure, photo, name):
+    codec, data = _codec_and_file(name, photo)
+    benchmark.group = f"encode {photo.width}x{photo.height} <= {BPP} bpp"
+    _info(benchmark, codec, data, photo)
+    out = measure(lambda: codec.compress(photo, bpp=BPP), rounds=2, warmup=0)
+    assert out == data  # deterministic
+
+
+@pytest.mark.parametrize("name", list(available_pipelines()))
+def test_decode(benchmark, measure, photo, name):
+    codec, data = _codec_and_file(name, photo)
+    benchmark.group = f"decode {photo.width}x{photo.height} <= {BPP} bpp"
+    _info(benchmark, codec, data, photo)
+    img = measure(lambda: codec.decompress(data), rounds=2, warmup=0)
+    assert img.size == photo.size
+    benchmark.extra_info["psnr"] = float(10 * np.log10(255**2 / np.mean(
+        (np.asarray(img, np.float64) - np.asarray(photo, np.float64)) ** 2)))
