@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import fastdiffc
 import numpy as np
 import pytest
 from fastdiffc import batch, container
 from fastdiffc.cli import main
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses import the fastdiffc this test imported (the source tree or the installed wheel).
+PACKAGE_PARENT = Path(fastdiffc.__file__).resolve().parents[1]
 KNOBS = ["--steps", "2"]  # the default DiffC (hybrid model), two steps: fast on 48x32 images
 
 
@@ -111,7 +113,7 @@ def test_killed_batch_resumes(photos, single, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fastdiffc", "compress", str(photos), "-o", str(out), *KNOBS, "--jobs", "1",
            "--quiet"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(out.rglob("*.fdc"))) < 2:

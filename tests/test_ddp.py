@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastdiffc
 import numpy as np
 import pytest
 from fastdiffc.cli import main
@@ -19,7 +20,8 @@ from fastdiffc.models.unet import UNet, UNetConfig
 from fastdiffc.train import distributed
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses import the fastdiffc this test imported (the source tree or the installed wheel).
+PACKAGE_PARENT = Path(fastdiffc.__file__).resolve().parents[1]
 TINY = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4, "attn_head_dim": 8}
 ARGS = ["--patch-size", "16", "--batch-size", "2", "--model-config", json.dumps(TINY), "--no-progress",
         "--ckpt-minutes", "0"]
@@ -39,7 +41,7 @@ def data(tmp_path_factory):
 def _torchrun(data, run_dir, steps, *extra) -> dict:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun (from torch) is not on PATH"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "fastdiffc", "train", "--data", str(data),
            "--run-dir", str(run_dir), "--steps", str(steps), *ARGS, *extra]

@@ -291,7 +291,7 @@ def run_pool(s: Settings, items: list[Item], jobs: int) -> Iterator[Result]:
     while todo:
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_pool_init, initargs=(s,))
         inflight = {}
-        broken = False
+        broken = aborted = False
         try:
             while todo or inflight:
                 while todo and len(inflight) < jobs and not broken:
@@ -308,8 +308,14 @@ def run_pool(s: Settings, items: list[Item], jobs: int) -> Iterator[Result]:
                         broken = True
                         ok, out = False, "a worker process died with this file in flight (killed or out of memory?)"
                     yield item, ok, out
+        except GeneratorExit:  # the driver stopped early (Ctrl-C): do not wait for the images in flight
+            aborted = True
+            raise
         finally:
-            pool.shutdown(wait=not broken, cancel_futures=True)
+            if aborted:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=not (broken or aborted), cancel_futures=True)
 
 
 def run_ray(s: Settings, items: list[Item], address: str) -> Iterator[Result]:
