@@ -69,24 +69,58 @@ def test_chunk_scores_identical(scheme):
         assert np.array_equal(cpp, ref.chunk_scores(mu, 5, 7, 2**40 + 3, 9, scheme, chunk))
 
 
-def test_simd_paths_compute_identical_bits():
-    mu = make_mu(1000, 200.0)  # chunk lengths 125: batches of 128 with padding
-    results = []
+SIMD_PATHS = ("avx512", "avx2", "baseline")
+SIMD_FEATURE = {"avx512": "avx512f", "avx2": "avx2", "baseline": None}
+
+
+def _cpu_flags() -> set[str]:
     try:
-        for path in (0, 1):  # portable (target_clones) and AVX-512 gathers (where the CPU has them)
-            _core.rcc_set_simd_path(path)
-            results.append((_core.rcc_chunk_scores(mu, 8, 6, 3, 1, "pfr", 5),
-                            _core.rcc_select(mu, 8, 6, 3, 1, "importance"),
-                            _core.rcc_generate_checksum(300, 1000, 4)))
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_simd_paths_compute_identical_bits(path):
+    """Each SIMD path of the hot loop, forced, is the one that ran, and gives the numpy reference's bits."""
+    feature = SIMD_FEATURE[path]
+    if path not in _core.rcc_simd_paths():
+        if feature is not None and feature not in _cpu_flags():
+            pytest.skip(f"this CPU lacks {feature}, so the {path} path cannot run here")
+        pytest.fail(f"the CPU has {feature} but _core offers only {_core.rcc_simd_paths()} (build without SIMD paths?)")
+    mu = make_mu(1000, 200.0)  # chunk lengths 125: batches of 128 with padding
+    results = {}
+    try:
+        for p in (path, "baseline"):
+            _core.rcc_set_simd_path(p)
+            assert _core.rcc_simd_path() == p
+            scores = _core.rcc_chunk_scores(mu, 8, 6, 3, 1, "pfr", 5)
+            assert _core.rcc_last_simd_path() == p, "the forced SIMD path is not the one that ran"
+            chosen = _core.rcc_select(mu, 8, 6, 3, 1, "importance")
+            assert _core.rcc_last_simd_path() == p
+            checksum = _core.rcc_generate_checksum(300, 1000, 4)
+            assert _core.rcc_last_simd_path() == p
+            results[p] = (scores, chosen, checksum)
     finally:
-        _core.rcc_set_simd_path(-1)
-    assert np.array_equal(results[0][0], results[1][0])
-    assert np.array_equal(results[0][0], ref.chunk_scores(mu, 8, 6, 3, 1, "pfr", 5))
-    assert np.array_equal(results[0][1], results[1][1])
-    assert abs(results[0][2] - results[1][2]) < 1e-3 * 300 * 1000  # float sums in a different order
-    assert _core.rcc_simd_path() in ("avx512", "portable")
-    with pytest.raises(ValueError):
-        _core.rcc_set_simd_path(2)
+        _core.rcc_set_simd_path("auto")
+    assert np.array_equal(results[path][0], ref.chunk_scores(mu, 8, 6, 3, 1, "pfr", 5))
+    assert np.array_equal(results[path][0], results["baseline"][0])
+    assert np.array_equal(results[path][1], results["baseline"][1])
+    assert abs(results[path][2] - results["baseline"][2]) < 1e-3 * 300 * 1000  # float sums in another order
+
+
+def test_simd_path_selection():
+    paths = _core.rcc_simd_paths()
+    assert paths[-1] == "baseline" and set(paths) <= set(SIMD_PATHS)
+    assert _core.rcc_simd_path() == paths[0]  # auto: the best the CPU has
+    for p in SIMD_PATHS:
+        if p not in paths:
+            with pytest.raises(ValueError, match=f"no {p} path"):
+                _core.rcc_set_simd_path(p)
+    with pytest.raises(ValueError, match="auto, avx512, avx2 or baseline"):
+        _core.rcc_set_simd_path("portable")
+    assert _core.rcc_simd_path() == paths[0]
 
 
 def test_chunks_are_near_equal_and_cover():

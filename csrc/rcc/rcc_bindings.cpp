@@ -2,6 +2,7 @@
 // converts C++ std::invalid_argument into Python ValueError, and releases the GIL while computing.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "bindings/translate.h"
 
@@ -200,9 +201,14 @@ void register_rcc(py::module_& m) {
   m.def("normal_stream", &py_normal_stream, py::arg("seed"), py::arg("domain"), py::arg("n"), py::arg("stream") = 0,
         "n float32 standard normals of Philox stream (seed, domain 3..15, stream), table transform.");
   m.def("rcc_normal_table", &py_normal_table, "The 65,536-entry float32 inverse-CDF table.");
-  m.def("rcc_set_simd_path", [](int path) { translate([&] { rcc::set_simd_path(path); return 0; }); },
-        py::arg("path"), "-1: detect (default), 0: portable SIMD, 1: AVX-512 where available (tests/benchmarks).");
-  m.def("rcc_simd_path", &rcc::simd_path, "The SIMD path the RCC hot loop uses: 'avx512' or 'portable'.");
+  m.def("rcc_set_simd_path", [](const std::string& path) { translate([&] { rcc::set_simd_path(path); return 0; }); },
+        py::arg("path"),
+        "Force the RCC hot loop's SIMD path: 'auto' (default), 'avx512', 'avx2' or 'baseline' (tests/benchmarks); "
+        "ValueError for a path this CPU lacks.");
+  m.def("rcc_simd_path", &rcc::simd_path, "The SIMD path the next RCC call will run: 'avx512', 'avx2' or 'baseline'.");
+  m.def("rcc_last_simd_path", &rcc::last_simd_path,
+        "The SIMD path the last rcc_select / rcc_chunk_scores / rcc_generate_checksum call ran ('' before any).");
+  m.def("rcc_simd_paths", &rcc::simd_paths, "The SIMD paths this CPU and build support, best first.");
   m.def("philox4x32_10", &py_philox, py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("seed"),
         "One Philox4x32-10 block (4 words) for counter (c0..c3) and 64-bit key seed.");
 }

@@ -1,7 +1,8 @@
 // CPU RCC: OpenMP over (chunk × candidate block) tasks. The hot loop (Philox + table normals +
-// lane-ordered dot product) has a portable version compiled for AVX2 and baseline x86-64 (GCC
-// target_clones) and an AVX-512 version with hardware gathers, picked at run time, so the shipped
-// module needs no -march=native yet uses the machine's SIMD. All versions give identical bits.
+// lane-ordered dot product) is compiled three times — baseline x86-64, AVX2 (both from one portable
+// body) and AVX-512 with hardware gathers — and picked at run time, so the shipped module needs no
+// -march=native yet uses the machine's SIMD. All versions give identical bits; set_simd_path forces
+// one (tests compare them) and last_simd_path reports which one the last call actually ran.
 #include "rcc/rcc_cpu.h"
 
 #include <omp.h>
@@ -32,15 +33,13 @@ constexpr int64_t kParallelWork = int64_t{1} << 16;
 static_assert(kBatchBlocks == kLanes, "one dot-product lane per Philox block of a batch");
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTDIFFC_NO_CLONES)
-#define FASTDIFFC_CLONES __attribute__((target_clones("avx2", "default")))
-#define FASTDIFFC_HAVE_AVX512_PATH 1
+#define FASTDIFFC_HAVE_SIMD_PATHS 1  // baseline, AVX2 and AVX-512 versions of the hot loop
 #else
-#define FASTDIFFC_CLONES
-#define FASTDIFFC_HAVE_AVX512_PATH 0
+#define FASTDIFFC_HAVE_SIMD_PATHS 0  // the baseline version only
 #endif
 
 // GCC/Clang vector extensions: the 16 Philox blocks of a batch run in SIMD lanes, lowered to
-// AVX2 or SSE by each target_clones variant (AVX-512 has its own path with hardware gathers).
+// AVX2 or SSE by the function they are inlined into (AVX-512 has its own path with hardware gathers).
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint64_t u64x16 __attribute__((vector_size(128)));
 
@@ -83,9 +82,9 @@ FASTDIFFC_HD void philox_batch(uint64_t seed, uint32_t word3, uint32_t chunk, ui
 // <mu_c, eps_i>. Lane b of the 16 accumulates the positions of Philox block b (mod 16) in
 // increasing order; then the fixed tree. mu is in "batch order": for batch q, word k, half h,
 // block b, mu[128 q + 16 (2k + h) + b] = mu_c[128 q + 8 b + 2 k + h] (zero padded).
-FASTDIFFC_CLONES
-double dot_generic(const float* table, const double* mu, int64_t len, uint64_t seed, uint32_t word3,
-                   uint32_t chunk, uint32_t candidate) {
+// The portable body, inlined into a baseline and an AVX2 function (dot_baseline, dot_avx2).
+FASTDIFFC_HD double dot_portable(const float* table, const double* mu, int64_t len, uint64_t seed, uint32_t word3,
+                                 uint32_t chunk, uint32_t candidate) {
   double acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = 0.0;
   for (int64_t j0 = 0; j0 < len; j0 += kBatchNormals) {
@@ -106,8 +105,7 @@ double dot_generic(const float* table, const double* mu, int64_t len, uint64_t s
 }
 
 // Bare generation of count candidates x padded positions (the benchmark limit): sum of normals.
-FASTDIFFC_CLONES
-double generate_generic(const float* table, int64_t i0, int64_t i1, int64_t padded, uint64_t seed) {
+FASTDIFFC_HD double generate_portable(const float* table, int64_t i0, int64_t i1, int64_t padded, uint64_t seed) {
   float acc[kLanes] = {};
   for (int64_t i = i0; i < i1; ++i) {
     for (int64_t j0 = 0; j0 < padded; j0 += kBatchNormals) {
@@ -126,7 +124,26 @@ double generate_generic(const float* table, int64_t i0, int64_t i1, int64_t padd
   return total;
 }
 
-#if FASTDIFFC_HAVE_AVX512_PATH
+double dot_baseline(const float* table, const double* mu, int64_t len, uint64_t seed, uint32_t word3, uint32_t chunk,
+                    uint32_t candidate) {
+  return dot_portable(table, mu, len, seed, word3, chunk, candidate);
+}
+
+double generate_baseline(const float* table, int64_t i0, int64_t i1, int64_t padded, uint64_t seed) {
+  return generate_portable(table, i0, i1, padded, seed);
+}
+
+#if FASTDIFFC_HAVE_SIMD_PATHS
+__attribute__((target("avx2"))) double dot_avx2(const float* table, const double* mu, int64_t len, uint64_t seed,
+                                                uint32_t word3, uint32_t chunk, uint32_t candidate) {
+  return dot_portable(table, mu, len, seed, word3, chunk, candidate);
+}
+
+__attribute__((target("avx2"))) double generate_avx2(const float* table, int64_t i0, int64_t i1, int64_t padded,
+                                                     uint64_t seed) {
+  return generate_portable(table, i0, i1, padded, seed);
+}
+
 // The same sums with AVX-512 hardware gathers from the table (16 lanes = two 8-double registers).
 __attribute__((target("avx512f"))) double dot_avx512(const float* table, const double* mu, int64_t len,
                                                      uint64_t seed, uint32_t word3, uint32_t chunk,
@@ -218,30 +235,49 @@ void arrival_log_terms(const uint64_t* inc, int64_t n, Scheme scheme, uint64_t t
 using DotFn = double (*)(const float*, const double*, int64_t, uint64_t, uint32_t, uint32_t, uint32_t);
 using GenFn = double (*)(const float*, int64_t, int64_t, int64_t, uint64_t);
 
-std::atomic<int> g_simd_override{-1};  // -1: detect, 0: portable path, 1: AVX-512 path
+// SIMD paths of the hot loop, best first; kSimdNames[p] is path p's name.
+enum SimdPath : int { kAvx512 = 0, kAvx2 = 1, kBaseline = 2, kSimdPaths = 3 };
+constexpr const char* kSimdNames[kSimdPaths] = {"avx512", "avx2", "baseline"};
 
-bool use_avx512() {
-#if FASTDIFFC_HAVE_AVX512_PATH
-  const int o = g_simd_override.load();
-  if (o >= 0) return o == 1 && __builtin_cpu_supports("avx512f");
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
+std::atomic<int> g_simd_override{-1};  // -1: the best path this CPU supports, else a SimdPath
+std::atomic<int> g_last_path{-1};      // the path the last hot-loop call ran (-1: none yet)
+
+bool cpu_supports(int path) {
+#if FASTDIFFC_HAVE_SIMD_PATHS
+  if (path == kAvx512) return __builtin_cpu_supports("avx512f");
+  if (path == kAvx2) return __builtin_cpu_supports("avx2");
 #endif
+  return path == kBaseline;
 }
 
+int current_path() {
+  const int o = g_simd_override.load();
+  if (o >= 0) return o;  // set_simd_path accepts only paths the CPU supports
+  for (int p = 0; p < kSimdPaths; ++p) {
+    if (cpu_supports(p)) return p;
+  }
+  return kBaseline;
+}
+
+// The function the caller will run, recorded as the path that ran.
 DotFn dot_fn() {
-#if FASTDIFFC_HAVE_AVX512_PATH
-  if (use_avx512()) return &dot_avx512;
+  const int p = current_path();
+  g_last_path.store(p);
+#if FASTDIFFC_HAVE_SIMD_PATHS
+  if (p == kAvx512) return &dot_avx512;
+  if (p == kAvx2) return &dot_avx2;
 #endif
-  return &dot_generic;
+  return &dot_baseline;
 }
 
 GenFn gen_fn() {
-#if FASTDIFFC_HAVE_AVX512_PATH
-  if (use_avx512()) return &generate_avx512;
+  const int p = current_path();
+  g_last_path.store(p);
+#if FASTDIFFC_HAVE_SIMD_PATHS
+  if (p == kAvx512) return &generate_avx512;
+  if (p == kAvx2) return &generate_avx2;
 #endif
-  return &generate_generic;
+  return &generate_baseline;
 }
 
 struct Best {
@@ -272,7 +308,7 @@ Best score_block(DotFn dot, const float* table, const double* mu, int64_t len, u
   return best;
 }
 
-// mu of positions [lo, hi) in double, in batch order (see dot_generic), zero padded to whole batches.
+// mu of positions [lo, hi) in double, in batch order (see dot_portable), zero padded to whole batches.
 std::vector<double> chunk_mu(const float* mu_perm, int64_t lo, int64_t hi) {
   const int64_t len = hi - lo;
   const int64_t padded = std::max<int64_t>(1, (len + kBatchNormals - 1) / kBatchNormals) * kBatchNormals;
@@ -485,12 +521,34 @@ double generate_normals_checksum(int64_t count, int64_t length, uint64_t seed) {
   return total;
 }
 
-void set_simd_path(int path) {
-  if (path < -1 || path > 1) throw std::invalid_argument("SIMD path must be -1 (detect), 0 (portable) or 1 (avx512)");
-  g_simd_override.store(path);
+void set_simd_path(const std::string& name) {
+  if (name == "auto") {
+    g_simd_override.store(-1);
+    return;
+  }
+  for (int p = 0; p < kSimdPaths; ++p) {
+    if (name != kSimdNames[p]) continue;
+    if (!cpu_supports(p)) throw std::invalid_argument("this CPU (or build) has no " + name + " path");
+    g_simd_override.store(p);
+    return;
+  }
+  throw std::invalid_argument("SIMD path must be auto, avx512, avx2 or baseline, got '" + name + "'");
 }
 
-std::string simd_path() { return use_avx512() ? "avx512" : "portable"; }
+std::string simd_path() { return kSimdNames[current_path()]; }
+
+std::string last_simd_path() {
+  const int p = g_last_path.load();
+  return p < 0 ? std::string() : std::string(kSimdNames[p]);
+}
+
+std::vector<std::string> simd_paths() {
+  std::vector<std::string> out;
+  for (int p = 0; p < kSimdPaths; ++p) {
+    if (cpu_supports(p)) out.emplace_back(kSimdNames[p]);
+  }
+  return out;
+}
 
 }  // namespace fastdiffc::rcc
 

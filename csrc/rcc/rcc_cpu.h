@@ -52,9 +52,13 @@ void tree_select(const float* mu_perm, int64_t dim, int64_t chunks, int depth, i
 void tree_chosen(const int64_t* paths, int64_t chunks, int depth, int level_bits, int64_t dim, uint64_t seed,
                  uint32_t step, float* out);
 
-// SIMD path of the hot loop: -1 detect (default), 0 portable (target_clones AVX2/baseline),
-// 1 AVX-512 gathers where the CPU has them. Every path computes identical bits; tests compare them.
-void set_simd_path(int path);
-std::string simd_path();
+// SIMD path of the hot loop: "auto" (default: the best this CPU has), "avx512" (hardware gathers),
+// "avx2" or "baseline" (x86-64 SSE2; the only path off x86 or with FASTDIFFC_NO_CLONES). Forcing a
+// path the CPU lacks throws std::invalid_argument. Every path computes identical bits; tests compare
+// them and check with last_simd_path that the forced path is the one that ran.
+void set_simd_path(const std::string& name);
+std::string simd_path();                  // the path the next call will run
+std::string last_simd_path();             // the path the last select / chunk_scores / generate ran ("" before any)
+std::vector<std::string> simd_paths();    // the paths this CPU and build support, best first
 
 }  // namespace fastdiffc::rcc

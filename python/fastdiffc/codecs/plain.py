@@ -118,6 +118,9 @@ def open_plain(data: bytes, *, expect: str | None = None, max_pixels: int = DEFA
                     raise FormatError("JPEG file has no luminance quantisation table")
                 quality = jpeg_quality(tables[0])
             im.load()
+            if im.size != (w, h):  # pillow-heif: a corrupt clean-aperture box changes the size on load
+                raise FormatError(f"corrupt {codec} data: it declares {w}x{h} pixels but decodes to "
+                                  f"{im.size[0]}x{im.size[1]}")
             rgb = im.convert("RGB")
     except FormatError:
         raise

@@ -337,11 +337,12 @@ def model_threads():
     """Run model calls with a fixed intra-op thread count when FASTDIFFC_MODEL_THREADS is set.
 
     The encoder's bytes depend on the model's output x̂0 (the decoder's entropy decoding
-    never does: it needs integers only). The shipped models were measured to give
-    bit-identical outputs at 1 and 2 torch threads (convolutions, GroupNorm, SiLU and
-    multi-head attention partition work over outputs), so by default the thread count is
-    left alone. A model whose ops reduce across threads (e.g. single-head attention, whose
-    CPU kernel splits over keys) can be made reproducible by pinning the count here.
+    never does: it needs integers only). Model outputs are *not* thread-count invariant: one
+    call of the shipped DiffC model differs by up to ~4e-6 between 1 and 2 torch threads
+    (convolutions and GroupNorm reduce in a thread-dependent order), which can flip an RCC
+    candidate choice. So the same bytes are guaranteed for the same thread count, and for any
+    thread count when FASTDIFFC_MODEL_THREADS pins the model calls (docs/design.md §11;
+    tests/test_determinism.py). By default the thread count is left alone (speed).
     """
     n = os.environ.get("FASTDIFFC_MODEL_THREADS")
     if not n:

@@ -26,9 +26,10 @@ the sampling noise from a torch.Generator; they still decode through that path.
 
 Determinism: the RCC decoder needs only integers from the bitstream (chunk counts,
 indices) plus the seed and step, so a receiver whose float maths differed slightly
-would drift by rounding error, never desynchronise. On one machine the receiver's
-z_K equals the sender's bit for bit: both run the same `_model_step` on the same
-dtype, and the models were measured thread-count invariant (see base.model_threads).
+would drift by rounding error, never desynchronise. On one machine and thread count the
+receiver's z_K equals the sender's bit for bit: both run the same `_model_step` on the same
+dtype. Model outputs drift slightly with the thread count (docs/design.md §11;
+FASTDIFFC_MODEL_THREADS pins it, see base.model_threads).
 """
 
 from __future__ import annotations
