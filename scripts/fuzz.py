@@ -865,8 +865,9 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _inject(what: str) -> None:
-    """Self-test of the campaign's watchdog (--inject): misbehave like a decoder bug would."""
+def _inject(what: str, mem_mb: int) -> None:
+    """Self-test of the campaign's watchdog (--inject): misbehave like a decoder bug would. The
+    memory case asks for 256 MB more than the worker's limit, so it fails only if the limit holds."""
     import signal
 
     if what == "crash":
@@ -875,7 +876,7 @@ def _inject(what: str) -> None:
         while True:
             pass
     elif what == "memory":
-        bytearray(1 << 40)
+        bytearray(((mem_mb or 1 << 20) + 256) << 20)
 
 
 def worker_main(conn, seed: int, pipelines, mem_mb: int, inject: dict | None = None) -> None:
@@ -903,7 +904,7 @@ def worker_main(conn, seed: int, pipelines, mem_mb: int, inject: dict | None = N
         conn.send(("begin", index, case.describe()))
         if inject and index in inject:
             try:
-                _inject(inject[index])
+                _inject(inject[index], mem_mb)
             except MemoryError as e:
                 conn.send(("end", index, "memory", "memory", 0.0, f"MemoryError: {e}", ""))
                 continue

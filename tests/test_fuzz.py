@@ -34,11 +34,12 @@ CASES = int(os.environ.get("FASTDIFFC_FUZZ_CASES", "4000"))
 
 
 def _load_engine():
-    spec = importlib.util.spec_from_file_location("fastdiffc_fuzz", ROOT / "scripts" / "fuzz.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve their module by name
-    spec.loader.exec_module(mod)
-    return mod
+    # Imported as a top-level module from scripts/ (on sys.path, which spawned campaign workers inherit),
+    # so the workers can import it by name too.
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("fuzz")
 
 
 fuzz = _load_engine()
@@ -143,6 +144,21 @@ def test_fuzz_decoders(targets, one_thread):
     assert set(out["by_mutation"]) == {m[0] for m in fuzz.MUTATIONS}
     for name, kinds in target_kinds.items():  # every target decodes some mutated files and refuses others
         assert kinds == {"ok", fuzz.DOCUMENTED}, (name, kinds)
+
+
+@pytest.mark.slow
+def test_campaign_workers_survive_crashes_hangs_and_memory_blowups():
+    """scripts/fuzz.py's campaign: persistent workers, a crashed or hung one is killed and restarted and
+    its case recorded; the memory limit (RLIMIT_AS) turns an oversized allocation into MemoryError."""
+    out = fuzz.campaign(12, seed=3, pipelines=["dirac"], mem_mb=256, timeout=5.0,
+                        inject={3: "crash", 6: "hang", 9: "memory"}, log=lambda s: None)
+    assert out["cases"] == 12 and not out["stopped_early"]
+    kinds = out["kinds"]
+    assert (kinds.get("crash"), kinds.get("hang"), kinds.get("memory")) == (1, 1, 1), kinds
+    assert kinds.get("ok", 0) + kinds.get(fuzz.DOCUMENTED, 0) == 9, kinds
+    assert out["worker_restarts"] == 2
+    assert {out["first_reproducer"][k]["case"] for k in ("crash", "hang", "memory")} == {3, 6, 9}
+    assert "--replay 3:3" in out["first_reproducer"]["crash"]["replay"]
 
 
 @pytest.mark.skipif(classical.get_codec("heic").unavailable_reason() is not None, reason="no HEIC plugin")
