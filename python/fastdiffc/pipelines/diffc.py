@@ -114,7 +114,10 @@ def _model_step(denoiser, z: torch.Tensor, lam_from: float, lam_to: float):
 
 
 def _apply_sample(mean_p: torch.Tensor, std: float, eps: np.ndarray) -> torch.Tensor:
-    return mean_p + std * torch.from_numpy(np.asarray(eps, dtype=np.float32).reshape(mean_p.shape)).to(mean_p.dtype)
+    """μ_Q(x̂0) + σ_Q ε, computed in ε's buffer (which the caller gives up): the same bits as the
+    expression, without two full-size temporaries."""
+    e = torch.from_numpy(np.asarray(eps, dtype=np.float32).reshape(mean_p.shape)).to(mean_p.dtype)
+    return e.mul_(std).add_(mean_p)
 
 
 @dataclass
@@ -161,10 +164,12 @@ def encode(denoiser, x: torch.Tensor, settings: DiffCSettings, *, steps: int | N
         coded = rcc.encode(mu, step=k, backend=backend, **settings.rcc_kwargs())
         if fits is not None and not fits([*enc.segments, bytes(coded.payload)]):
             break
+        del mu
         z = _apply_sample(mean_p, std, coded.sample)
         enc.segments.append(bytes(coded.payload))
         enc.kl_bits.append(float(coded.kl_bits))
         enc.chunks.append(int(coded.chunks))
+        del mean_p, coded  # full-size buffers: not held through the next model call
         enc.logsnrs.append(grid[k])
         enc.z = z
         if on_step is not None:
@@ -195,6 +200,7 @@ def replay(denoiser, segments: Sequence[bytes], shape: Sequence[int], settings: 
         del z
         eps = rcc.decode(payload, dim, step=k, backend=backend, **settings.rcc_kwargs())
         z = _apply_sample(mean_p, std, eps)
+        del mean_p, eps
         if on_step is not None:
             on_step(k, z)
         if bar is not None:
