@@ -20,7 +20,7 @@ import torch
 
 from ..diffusion.vp import alpha_sigma
 from ..image_io import psnr
-from ..models.residual import ResidualDenoiser, ResidualSpec, default_unet_config, save_residual
+from ..models.residual import ResidualDenoiser, ResidualSpec, default_unet_config, preconditioned, save_residual
 from ..models.unet import UNetConfig
 from .loop import TrainConfig, Trainer
 from .pairs import BasePairs, heldout_pairs
@@ -34,8 +34,9 @@ class ResidualTrainConfig(TrainConfig):
     scales: tuple[float, ...] = (0.5, 1.0)
     cache_dir: str = "data/dirac_pairs"
     per_codec: int = 4  # qualities per photo, scale and codec
-    p_start: float = 0.3  # share of the batch at λ_start (the 0-step post-filter)
+    p_start: float = 0.4  # share of the batch at λ_start (the 0-step post-filter)
     residual_scale: float = 10.0
+    sigma_data: float = 0.5
     logsnr_min: float = -6.0  # = the model's λ_start
     logsnr_max: float = 10.0  # = its λ_end
     workers: int = 1  # processes encoding the pair cache
@@ -57,7 +58,8 @@ class ResidualTrainer(Trainer):
             dataset = BasePairs(cfg.data, cfg.cache_dir, patch_size=cfg.patch_size, scales=cfg.scales,
                                 per_codec=cfg.per_codec, seed=cfg.seed, workers=cfg.workers)
         super().__init__(cfg, model_config or default_unet_config(), dataset)
-        self.spec = ResidualSpec(residual_scale=cfg.residual_scale, logsnr_start=cfg.logsnr_min,
+        self.spec = ResidualSpec(residual_scale=cfg.residual_scale, sigma_data=cfg.sigma_data,
+                                 logsnr_start=cfg.logsnr_min,
                                  logsnr_end=cfg.logsnr_max)
         ResidualDenoiser(self.net, self.spec)  # validates the config against the spec
 
@@ -81,7 +83,7 @@ class ResidualTrainer(Trainer):
         a, s = (t[:, None, None, None] for t in alpha_sigma(lam))
         noise = torch.randn(r.shape, generator=self.gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = self.net(a * r + s * noise, lam, xb, label, scalars)
+            out = preconditioned(self.net, a * r + s * noise, lam, xb, label, scalars, cfg.sigma_data)
         loss = (out.float() - r).pow(2).mean() / k**2
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
@@ -111,7 +113,8 @@ class ResidualTrainer(Trainer):
         for x, xb, label, scalars, _ in pairs:
             lam = torch.full((1,), self.cfg.logsnr_min)
             z = torch.randn(xb.shape, generator=gen)  # z at λ_start ≈ pure noise, as the decoder starts
-            x_hat = (xb + net(z, lam, xb, label, scalars) / k).clamp(-1, 1)
+            r_hat = preconditioned(net, z, lam, xb, label, scalars, self.cfg.sigma_data)
+            x_hat = (xb + r_hat / k).clamp(-1, 1)
             pb.append(psnr(_to_uint8(xb), _to_uint8(x)))
             pd.append(psnr(_to_uint8(x_hat), _to_uint8(x)))
             mse.append(float((x_hat - x).pow(2).mean()))
