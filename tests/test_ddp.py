@@ -46,7 +46,7 @@ def _torchrun(data, run_dir, steps, *extra) -> dict:
     cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "fastdiffc", "train", "--data", str(data),
            "--run-dir", str(run_dir), "--steps", str(steps), *ARGS, *extra]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, f"stdout:\n{out.stdout[-2000:]}\nstderr:\n{out.stderr[-3000:]}"
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     assert len(lines) == 1, out.stdout  # rank 0 alone prints the result
     assert "2 processes (gloo), global batch 4" in out.stdout

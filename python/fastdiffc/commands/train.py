@@ -68,9 +68,11 @@ def run(args) -> int:
 
     dist = distributed.init_from_env()  # None unless launched by torchrun with several processes
     try:
-        return _run(args, dist)
+        code = _run(args, dist)
+        distributed.shutdown(clean=True)
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown()  # after an error: leave the group without waiting for the others
 
 
 def _run(args, dist) -> int:

@@ -75,13 +75,22 @@ def init_from_env() -> DistInfo | None:
     return _CURRENT
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = False) -> None:
+    """Leave the process group. `clean` (every rank finished normally): collect the garbage first
+    (a DDP wrapper in a reference cycle would otherwise be destroyed at interpreter exit, after the
+    group, which can abort the process) and meet the other ranks, so no rank tears down its
+    connections while another still uses them."""
     global _CURRENT
     if _CURRENT is None:
         return
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
     if dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
     _CURRENT = None
 

@@ -348,6 +348,7 @@ class Trainer:
         result.update(step=self.step, elapsed_s=self.elapsed, best_bpd=self.best_bpd, run_dir=str(run_dir))
         if self.dist is not None:  # the replicas must agree bit for bit
             result.update(world_size=world, replica_digests=distributed.replica_digests(self.net))
+            self._train_net = None  # drop the DDP wrapper (and its reducer) while the process group lives
         return result
 
 
