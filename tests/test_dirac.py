@@ -273,3 +273,21 @@ def test_precision_is_recorded_and_bfloat16_stays_close():
         DiracCodec(m, precision="float16")
     with pytest.raises(ValueError, match="float64"):
         DiracCodec(m, precision="float64")
+
+
+def test_output_gain_table_shrinks_only_the_zero_step_output():
+    import dataclasses
+
+    m = tiny_model()
+    spec = dataclasses.replace(m.spec, output_gain=(("jpeg", -1.0, 0.0), ("jpeg", 8.0, 0.5), ("avif", 8.0, 1.2)))
+    assert spec.gain("jpeg", 0.25) == 0.0 and spec.gain("jpeg", 1.0) == 0.5 and spec.gain("jpeg", 300.0) == 0.5
+    assert spec.gain("avif", 0.1) == 1.2 and spec.gain("webp", 0.1) == 1.0
+    shrunk = ResidualDenoiser(m.net, spec, name="tiny-dirac", content_hash=0x1234ABCD).eval()
+    im = photo(128, 192)
+    data = DiracCodec(m).compress(im, base="jpeg", bpp=0.45)  # log2 bpp < -1: γ = 0
+    base = open_plain(container.read(data).segments[0]).image
+    assert np.array_equal(np.asarray(DiracCodec(shrunk).decompress(data)), np.asarray(base))
+    assert not np.array_equal(np.asarray(DiracCodec(m).decompress(data)), np.asarray(base))
+    # Steps > 0 continue from the unshrunk prediction: identical with or without the table.
+    assert np.array_equal(np.asarray(DiracCodec(shrunk).decompress(data, decode_steps=3)),
+                          np.asarray(DiracCodec(m).decompress(data, decode_steps=3)))

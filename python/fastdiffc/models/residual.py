@@ -48,11 +48,27 @@ class ResidualSpec:
     logsnr_start: float = -6.0  # the decode schedule's start (z ≈ pure noise)
     logsnr_end: float = 10.0  # its clean end
     labels: tuple[str, ...] = BASE_CODECS
+    # Rate-dependent shrinkage of the 0-step output (x̂ = x_base + γ r̂ / K): rows (codec, upper
+    # edge of log2 bpp, γ), fitted by least squares on the held-out photos (scripts/fit_dirac_gain.py).
+    # γ < 1 where the model's residual estimate is noisy (high rates, smooth codecs), γ = 1 elsewhere.
+    output_gain: tuple[tuple[str, float, float], ...] = ()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
+        d["output_gain"] = [list(row) for row in self.output_gain]
         return d
+
+    def gain(self, codec: str, bpp: float) -> float:
+        """γ for a base file of `codec` at `bpp` (1 when the table has no row for it)."""
+        import math
+
+        lb = math.log2(max(bpp, 2.0**-8))
+        rows = sorted((edge, g) for c, edge, g in self.output_gain if c == codec)
+        for edge, g in rows:
+            if lb <= edge:
+                return float(g)
+        return float(rows[-1][1]) if rows else 1.0
 
 
 def default_unet_config() -> UNetConfig:
@@ -142,6 +158,7 @@ class ResidualDenoiser(nn.Module):
         net.load_state_dict(load_file(str(path)))
         spec_args = {k: v for k, v in meta.items() if k in spec_fields}
         spec_args["labels"] = tuple(spec_args.get("labels", BASE_CODECS))
+        spec_args["output_gain"] = tuple((str(c), float(e), float(g)) for c, e, g in spec_args.get("output_gain", ()))
         model = cls(net.eval(), ResidualSpec(**spec_args), name=name or Path(path).stem,
                     content_hash=content_hash(path))
         model = model.eval().requires_grad_(False).use_channels_last()

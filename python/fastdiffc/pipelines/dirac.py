@@ -75,10 +75,12 @@ def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
 
 
 def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
-            precision: str = "float32") -> torch.Tensor:
+            precision: str = "float32", gain: float = 1.0) -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
     `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
-    Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32."""
+    Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32.
+    `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table); the sampler
+    itself always continues from the unshrunk prediction."""
     spec = model.spec
     if not 0 <= steps <= MAX_DECODE_STEPS:
         raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
@@ -88,8 +90,11 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
         z = _normals(seed, DOMAIN_START, x_base.shape)
         with precisions.autocast(precision):
             r_hat = model(z, lams[0], cond).float()
+        first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
         if trajectory is not None:
-            trajectory(0, (x_base + r_hat / k_r).clamp(-1, 1))
+            trajectory(0, first)
+        if steps == 0:
+            return first
         for k in range(1, steps + 1):
             c_z, c_x, std = (float(v) for v in posterior_coefficients(torch.tensor(lams[k - 1], dtype=torch.float64),
                                                                        torch.tensor(lams[k], dtype=torch.float64)))
@@ -289,7 +294,8 @@ class DiracCodec(Codec):
         arr = np.asarray(plain.image, dtype=np.float32)
         x_base = torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
         cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
-        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory, precision=precision)
+        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory, precision=precision,
+                       gain=model.spec.gain(plain.codec, plain.bpp))
 
     @classmethod
     def describe_params(cls, header) -> dict:
