@@ -293,10 +293,12 @@ DEFAULT_TILE_OVERLAP = 64
 # Memory estimate of a compress / decompress call (Budget.max_memory_gb): the process with torch and
 # the model, plus these bytes per pixel of the pipeline's full-size float32 tensors (x, z, x̂0, μ_Q,
 # float64 μ, RCC buffers, the tiled output), plus one model call's activations
-# (models.resources). Measured at 4000x3000 (benchmarks/test_bench_large_image.py) and rounded up.
+# (models.resources). Measured at 4000x3000 with the default tiling (benchmarks/test_bench_large_image.py):
+# 3.13e9 bytes peak RSS for compress + decompress, i.e. ≈ 185 B/px over process and one 1024² UNet window;
+# rounded up. The decoder holds fewer full-size buffers than the encoder (no x, no μ).
 PROCESS_BYTES = 400 << 20
-ENCODE_BYTES_PER_PIXEL = 160
-DECODE_BYTES_PER_PIXEL = 120
+ENCODE_BYTES_PER_PIXEL = 190
+DECODE_BYTES_PER_PIXEL = 160
 
 RATE_KNOBS = (
     Knob("steps", int, "rate", minimum=1,
