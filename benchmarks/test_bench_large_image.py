@@ -31,10 +31,9 @@ def worker(size=(4000, 3000), steps: int = 4, recon_steps: int = 4) -> dict:
     import time
 
     import numpy as np
-    from PIL import Image
-
     from fastdiffc import load_codec
     from fastdiffc.image_io import psnr
+    from PIL import Image
 
     src = PHOTO if PHOTO.exists() else SAMPLE
     im = Image.open(src).convert("RGB").resize(size, Image.LANCZOS)
