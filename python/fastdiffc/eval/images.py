@@ -55,8 +55,16 @@ DEV_IMAGES: dict[str, tuple[str, Callable[[], np.ndarray]]] = {
 }
 
 
-def load_dev_image(name: str) -> Image.Image:
-    """One development photo as an RGB PIL image (ImportError names the package to install)."""
+# Photos the packages ship as JPEG: their 8x8 block artefacts would be coded as if they were
+# content, so the evaluation set holds them downscaled 2x (Lanczos), as the training photos are.
+JPEG_SOURCED = ("rocket", "china", "flower", "grace_hopper")
+
+
+def load_dev_image(name: str, *, as_evaluated: bool = True) -> Image.Image:
+    """One development photo as an RGB PIL image (ImportError names the package to install).
+
+    `as_evaluated` (default): the evaluation's version — JPEG-sourced photos (JPEG_SOURCED)
+    downscaled 2x to remove their block artefacts, the others at their native size."""
     if name not in DEV_IMAGES:
         raise ValueError(f"unknown development image {name!r}; known: {', '.join(DEV_IMAGES)}")
     package, load = DEV_IMAGES[name]
@@ -68,7 +76,11 @@ def load_dev_image(name: str) -> Image.Image:
     arr = np.asarray(arr)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"development image {name!r} is not 8-bit RGB (shape {arr.shape}, {arr.dtype})")
-    return Image.fromarray(arr, "RGB")
+    image = Image.fromarray(arr, "RGB")
+    if as_evaluated and name in JPEG_SOURCED:
+        w, h = image.size
+        image = image.resize((max(1, round(w / 2)), max(1, round(h / 2))), Image.Resampling.LANCZOS)
+    return image
 
 
 def export_dev_images(folder: str | Path, *, overwrite: bool = False) -> list[Path]:
