@@ -325,7 +325,7 @@ class CDCModel(nn.Module):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        from .registry import content_hash
+        from .hashing import content_hash
 
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(CONFIG_KEY, "{}"))

@@ -147,7 +147,7 @@ class ResidualDenoiser(nn.Module):
     def load(cls, path, name: str | None = None) -> ResidualDenoiser:
         from safetensors.torch import load_file
 
-        from .registry import content_hash
+        from .hashing import content_hash
 
         meta = read_config(path)
         if meta.get("class") != MODEL_CLASS:
