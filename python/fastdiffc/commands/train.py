@@ -3,7 +3,7 @@
 `--task diffc` (default): DiffC's unconditional UNet denoiser (VDM ELBO objective).
 `--task dirac`: DIRAC's residual model on base-codec pairs of the photos (x-parameterised MSE).
 
-Under torchrun (`torchrun --nproc-per-node N -m fastdiffc train ...`) the diffc task trains
+Under torchrun (`torchrun --nproc-per-node N -m fastdiffc train ...`) either task trains
 data-parallel with DDP (train/distributed.py); rank 0 prints and writes the run directory.
 """
 
@@ -79,8 +79,6 @@ def _run(args, dist) -> int:
     from ..models.unet import UNetConfig
     from ..train.loop import TrainConfig, Trainer
 
-    if dist is not None and args.task != "diffc":
-        raise ValueError(f"--task {args.task} does not run under torchrun yet (only --task diffc trains with DDP)")
     say = print if dist is None or dist.is_main else (lambda *a, **k: None)
 
     if args.task == "dirac":

@@ -83,7 +83,7 @@ class ResidualTrainer(Trainer):
         a, s = (t[:, None, None, None] for t in alpha_sigma(lam))
         noise = torch.randn(r.shape, generator=self.gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = preconditioned(self.net, a * r + s * noise, lam, xb, label, scalars, cfg.sigma_data)
+            out = preconditioned(self.train_net, a * r + s * noise, lam, xb, label, scalars, cfg.sigma_data)
         loss = (out.float() - r).pow(2).mean() / k**2
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
