@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = "fastdiffc"
-ROOT = Path(__file__).resolve().parents[1] / "python" / PACKAGE
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / "python" / PACKAGE
+# fastdiffc.kernels lives at the top level (the wheel maps kernels/ to fastdiffc/kernels, see
+# pyproject's wheel.packages); scripts/dev_build.sh symlinks it into the package, a fresh clone
+# has no symlink.
+KERNELS = REPO / "kernels"
 
 # Modules (and packages, with everything under them) that sit below the pipelines layer.
 BELOW_PIPELINES = (
@@ -36,20 +41,34 @@ PIPELINES = f"{PACKAGE}.pipelines"
 ALLOWED_UPWARD_IMPORTS: set[tuple[str, str]] = set()
 
 
-def _module_files() -> dict[str, Path]:
-    """{dotted module name: file} for every .py file of the package (the kernels symlink followed)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(ROOT, followlinks=True):
+def _walk(top: Path, package: list[str], out: dict[str, Path]) -> None:
+    """Adds {dotted module name: file} for every .py file under `top`, as the package `package`."""
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        rel = Path(dirpath).relative_to(ROOT)
+        rel = Path(dirpath).relative_to(top)
         for fn in sorted(filenames):
             if not fn.endswith(".py"):
                 continue
-            parts = [PACKAGE, *rel.parts]
+            parts = [*package, *rel.parts]
             if fn != "__init__.py":
                 parts.append(fn[:-3])
             out[".".join(parts)] = Path(dirpath) / fn
+
+
+def _module_files() -> dict[str, Path]:
+    """{dotted module name: file} for every .py file of the package, fastdiffc.kernels included:
+    through the dev-build symlink python/fastdiffc/kernels when present, else from the top-level
+    kernels/ folder (a fresh clone), as the wheel lays it out."""
+    out: dict[str, Path] = {}
+    _walk(ROOT, [PACKAGE], out)
+    if not (ROOT / "kernels").exists() and KERNELS.is_dir():
+        _walk(KERNELS, [PACKAGE, "kernels"], out)
     return out
+
+
+def _where(name: str) -> str:
+    """A module's file, relative to the repository (for messages)."""
+    return str(MODULES[name].relative_to(REPO))
 
 
 MODULES = _module_files()
@@ -140,7 +159,7 @@ def _under(name: str, prefix: str) -> bool:
 
 def test_the_package_is_found():
     assert f"{PACKAGE}.pipelines.diffc" in MODULES and f"{PACKAGE}.rcc" in MODULES
-    assert any(_under(m, f"{PACKAGE}.kernels") for m in MODULES), "kernels (symlinked) not walked"
+    assert any(_under(m, f"{PACKAGE}.kernels") for m in MODULES), "kernels (symlink or top-level kernels/) not walked"
 
 
 @pytest.mark.parametrize(
@@ -168,7 +187,7 @@ def test_nothing_below_pipelines_imports_a_pipeline():
             if _under(target, PIPELINES):
                 found.add((importer, target))
                 if (importer, target) not in ALLOWED_UPWARD_IMPORTS:
-                    where.append(f"{MODULES[importer].relative_to(ROOT.parent)}:{lineno} imports {target}")
+                    where.append(f"{_where(importer)}:{lineno} imports {target}")
     assert not where, "modules below pipelines import a pipeline (docs/design.md §2):\n" + "\n".join(where)
     stale = ALLOWED_UPWARD_IMPORTS - found
     assert not stale, f"allow-list entries that no longer occur (remove them): {sorted(stale)}"
@@ -228,7 +247,7 @@ ALLOWED_REGISTRY_IMPORTS: set[str] = set()
 def test_model_modules_do_not_import_the_registry():
     models = [m for m in MODULES if _under(m, f"{PACKAGE}.models") and m not in (REGISTRY, f"{PACKAGE}.models")]
     assert f"{PACKAGE}.models.unet" in models and f"{PACKAGE}.models.hashing" in models
-    bad = [f"{MODULES[m].relative_to(ROOT.parent)}:{lineno} imports the registry"
+    bad = [f"{_where(m)}:{lineno} imports the registry"
            for m in models if m not in ALLOWED_REGISTRY_IMPORTS
            for target, _, lineno in IMPORTS[m] if target == REGISTRY]
     assert not bad, "model modules import models.registry (use models.hashing):\n" + "\n".join(bad)

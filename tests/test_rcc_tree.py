@@ -16,8 +16,9 @@ def make_mu(dim, kl_bits, seed=0):
     return (mu * math.sqrt(2 * kl_bits * math.log(2) / float(mu @ mu))).astype(np.float32)
 
 
-@pytest.mark.parametrize("dim,chunks,depth,level_bits,beam", [(1000, 3, 5, 3, 8), (130, 1, 4, 2, 5), (3001, 7, 3, 4, 32),
-                                                              (64, 2, 1, 4, 1), (300, 2, 6, 1, 3)])
+@pytest.mark.parametrize("dim,chunks,depth,level_bits,beam", [(1000, 3, 5, 3, 8), (130, 1, 4, 2, 5),
+                                                              (3001, 7, 3, 4, 32), (64, 2, 1, 4, 1),
+                                                              (300, 2, 6, 1, 3)])
 def test_cpp_matches_numpy_bit_for_bit(dim, chunks, depth, level_bits, beam):
     mu = make_mu(dim, 20.0 * chunks)
     ref = rcc_tree.select(mu, chunks, depth, level_bits, beam, 2**40 + 5, 11)
@@ -98,7 +99,8 @@ def test_cuda_tree_select_needs_a_device():
         pytest.skip("no _cuda module")
     if _cuda.device_count() > 0:
         mu = make_mu(3001, 140.0)
-        assert np.array_equal(_cuda.rcc_tree_select(mu, 7, 3, 4, 32, 5, 11), _core.rcc_tree_select(mu, 7, 3, 4, 32, 5, 11))
+        args = (mu, 7, 3, 4, 32, 5, 11)
+        assert np.array_equal(_cuda.rcc_tree_select(*args), _core.rcc_tree_select(*args))
     else:
         with pytest.raises(RuntimeError):
             _cuda.rcc_tree_select(make_mu(100, 10.0), 1, 2, 4, 4, 0, 0)

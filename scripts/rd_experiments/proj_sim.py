@@ -136,9 +136,9 @@ def run(scheme, grid_steps=280, lmin=-12.0, lmax=16.0, fixed_bits=29.0, target_c
                 t, c = pfr_1d(norms, kw.get("bits", 12), kw.get("tau", 1.0))
             else:
                 t, c = tree_1d(norms, kw["K"], kw.get("Ld", kw["L"]), kw["B"])
-                STATS["index"] += float(c.sum()); STATS["deliv"] += float(0.5 * np.sum(np.minimum(t, norms) ** 2) / math.log(2))
+                STATS["index"] += float(c.sum())
+                STATS["deliv"] += float(0.5 * np.sum(np.minimum(t, norms) ** 2) / math.log(2))
             g = rng.standard_normal(D)
-            cid = np.repeat(np.arange(n), np.diff(bounds))
             mhat = mp / np.repeat(np.maximum(norms, 1e-300), np.diff(bounds))
             proj = np.add.reduceat(g * mhat, bounds[:-1])
             e = g + np.repeat(t - proj, np.diff(bounds)) * mhat
@@ -160,7 +160,8 @@ def summary(name, rows):
     for target in (1.0, 2.0, 4.0):
         i = int(np.searchsorted(r[:, 2], target))
         i = min(i, len(r) - 1)
-        out.append(f"@{r[i, 2]:.2f}b: KL {r[i, 3]:.2f} I {r[i, 4]:.2f} flow {r[i, 5]:.2f} gap {r[i, 5] - d_of_r(r[i, 2]):.2f}")
+        gap = r[i, 5] - d_of_r(r[i, 2])
+        out.append(f"@{r[i, 2]:.2f}b: KL {r[i, 3]:.2f} I {r[i, 4]:.2f} flow {r[i, 5]:.2f} gap {gap:.2f}")
     hi = r[(r[:, 2] >= 4.0)]
     if len(hi) > 3:
         slope = -np.polyfit(hi[:, 2], hi[:, 5], 1)[0]
@@ -168,11 +169,17 @@ def summary(name, rows):
     print(" | ".join(out), flush=True)
 
 
-import os
+def print_index_stats():
+    idx, deliv = STATS["index"], STATS["deliv"]
+    print(f"   index bits/dim {idx / D:.3f} delivered {deliv / D:.3f} ratio {deliv / max(idx, 1):.3f}")
+
+
 ZIPF_A = 1.0
 DELTA = float(os.environ.get('DELTA', 0))
 FLOWOFF = float(os.environ.get('FLOWOFF', 0))
-FIXED = float(os.environ.get("FIXED", 16)); VARDEPTH = bool(int(os.environ.get("VARDEPTH", 0))); SKIP = float(os.environ.get("SKIP", 0))
+FIXED = float(os.environ.get("FIXED", 16))
+VARDEPTH = bool(int(os.environ.get("VARDEPTH", 0)))
+SKIP = float(os.environ.get("SKIP", 0))
 if __name__ == "__main__":
     which = sys.argv[1:] or ["exact", "exact-wide", "pfr"]
     for s in which:
@@ -184,11 +191,12 @@ if __name__ == "__main__":
             _, tau, tgt, a = (s.split(":") + ["1", "10", "1"])[:4] if ":" in s else ("", "1", "10", "1")
             ZIPF_A = float(a)
             STATS.update(index=0.0, deliv=0.0)
-            summary(s, run("pfr", bits=12, tau=float(tau), target_chunk_bits=float(tgt), fixed_bits=FIXED, skip_bits=SKIP))
-            print("   index bits/dim %.3f delivered %.3f ratio %.3f" % (STATS["index"] / D, STATS["deliv"] / D, STATS["deliv"] / max(STATS["index"], 1)))
+            summary(s, run("pfr", bits=12, tau=float(tau), target_chunk_bits=float(tgt), fixed_bits=FIXED,
+                           skip_bits=SKIP))
+            print_index_stats()
         elif s.startswith("tree"):
             _, K, L, B, tgt = s.split(":")
             STATS.update(index=0.0, deliv=0.0)
             summary(s, run("tree", K=int(K), L=int(L), B=int(B), target_chunk_bits=float(tgt), fixed_bits=FIXED,
                            vardepth=VARDEPTH, skip_bits=SKIP))
-            print("   index bits/dim %.3f delivered %.3f ratio %.3f" % (STATS["index"] / D, STATS["deliv"] / D, STATS["deliv"] / max(STATS["index"], 1)))
+            print_index_stats()

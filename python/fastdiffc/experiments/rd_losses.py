@@ -33,7 +33,8 @@ DEFAULTS = dict(dims=16384, exponent=1.0, knee=64.0, coded_targets=(1.0, 2.0, 4.
                 logsnr_max=16.0, grid_steps=280, scheme="tree", bits_per_chunk=12, margin=2.0, tree_level_bits=4,
                 tree_levels=16, tree_beam=32, tree_margin=8.0, dtype="float64", recon_steps=100, seed=0)
 PHOTO = dict(DEFAULTS, logsnr_min=-6.0, logsnr_max=10.0, grid_steps=32, bits_per_chunk=10, margin=2.0,
-             tree_levels=8, tree_beam=16, tree_margin=5.0, dtype="float32", coded_targets=(0.25, 0.5, 1.0, 2.0, 3.0, 4.0))
+             tree_levels=8, tree_beam=16, tree_margin=5.0, dtype="float32",
+             coded_targets=(0.25, 0.5, 1.0, 2.0, 3.0, 4.0))
 
 
 make_settings = g.make_settings
