@@ -53,10 +53,14 @@ def worker(size=(4000, 3000), steps: int = 4, recon_steps: int = 4) -> dict:
 
 
 def run_subprocess(size=(4000, 3000), steps: int = 4, recon_steps: int = 4, pythonpath: str | None = None) -> dict:
+    import importlib.util
     import os
 
+    # The worker imports the fastdiffc this process would import (the source tree on PYTHONPATH or
+    # the installed wheel); a fresh clone's python/ has no native modules and no kernels link.
+    package_parent = Path(importlib.util.find_spec("fastdiffc").origin).resolve().parents[1]
     env = dict(os.environ)
-    env["PYTHONPATH"] = pythonpath or str(ROOT / "python")
+    env["PYTHONPATH"] = pythonpath or os.pathsep.join([str(package_parent), env.get("PYTHONPATH", "")])
     code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import test_bench_large_image as b; "
             f"print(json.dumps(b.worker({tuple(size)!r}, {steps}, {recon_steps})))")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)

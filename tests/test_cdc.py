@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastdiffc
 import numpy as np
 import pytest
 import torch
@@ -32,6 +33,8 @@ from PIL import Image
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "python" / "fastdiffc" / "samples" / "sample.png"
 GOLDEN = Path(__file__).parent / "golden" / "cdc_v1_tiny_32x48.fdc"
+# Subprocesses import the fastdiffc this test imported (the source tree or the installed wheel).
+PACKAGE_PARENT = Path(fastdiffc.__file__).resolve().parents[1]
 
 
 def photo(h=64, w=96) -> Image.Image:
@@ -316,7 +319,7 @@ print(json.dumps({{"z": h(z.numpy()), "idx": h(idx.numpy()), "mean": h(mean.nump
 
 
 def _run_determinism(threads, env_extra):
-    path = str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    path = str(PACKAGE_PARENT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = {**os.environ, **env_extra, "PYTHONPATH": path}
     code = _DETERMINISM_SCRIPT.format(tests=str(Path(__file__).parent), threads=threads)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
