@@ -182,10 +182,9 @@ CODECS: dict[str, ClassicalCodec] = {
 
 
 def library_version(name: str) -> str:
-    """The library that encodes/decodes codec `name` and its version, as recorded in a DIRAC
-    file's header (a different version still decodes; its pixels may differ slightly)."""
-    from PIL import __version__ as pillow
-
+    """The version of the library that encodes/decodes codec `name`, as recorded in a DIRAC file's
+    header (short: every byte of it is container overhead). Another version still decodes the file;
+    its pixels may differ slightly."""
     codec = get_codec(name).name
     if codec == "heic":
         import pillow_heif
@@ -194,9 +193,12 @@ def library_version(name: str) -> str:
     if codec == "jxl":
         from importlib.metadata import version
 
-        return f"pillow-jxl-plugin {version('pillow-jxl-plugin')}"
-    feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "jp2": "jpg_2000"}[codec]
-    return f"{feature} {features.version(feature)} (Pillow {pillow})"
+        return f"pillow-jxl {version('pillow-jxl-plugin')}"
+    if codec == "jpeg" and features.check_feature("libjpeg_turbo"):
+        return f"libjpeg-turbo {features.version_feature('libjpeg_turbo')}"
+    feature, lib = {"jpeg": ("jpg", "libjpeg"), "webp": ("webp", "libwebp"), "avif": ("avif", "libavif"),
+                    "jp2": ("jpg_2000", "openjpeg")}[codec]
+    return f"{lib} {features.version(feature)}"
 
 
 def get_codec(name: str) -> ClassicalCodec:
