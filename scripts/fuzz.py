@@ -41,6 +41,7 @@ without a target here is reported (tests/test_fuzz.py fails), not skipped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -55,7 +56,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "python") not in sys.path:  # runnable from a source tree without PYTHONPATH
+# Runnable from a source tree without PYTHONPATH. Only then: tests/test_fuzz.py imports this module,
+# and spawned workers (the campaign's, fastdiffc.batch's) inherit sys.path, so a python/ put first
+# here would make them import the source tree (no native modules in a fresh clone) instead of the
+# fastdiffc the tests run, e.g. the installed wheel.
+if importlib.util.find_spec("fastdiffc") is None and str(ROOT / "python") not in sys.path:
     sys.path.insert(0, str(ROOT / "python"))
 
 SAMPLE = ROOT / "python" / "fastdiffc" / "samples" / "sample.png"
