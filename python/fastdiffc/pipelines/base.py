@@ -291,6 +291,27 @@ class Budget:
                                         + (f" ({hint})" if hint else ""))
 
 
+def read_own_file(data: bytes, pipeline: str, params_version: int, max_pixels: int):
+    """Read an .fdc file that `pipeline` (one parameter-block version) must decode, checking the
+    pipeline, the parameter-block version and the declared pixels against `max_pixels` before
+    anything is decoded. Returns container.FdcFile."""
+    from ..container import read
+    from ..errors import DecodeBudgetError, UnknownPipelineError, UnsupportedVersionError
+
+    f = read(data)
+    h = f.header
+    if h.pipeline != pipeline:
+        raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
+                                   f"use load_codec({h.pipeline!r})")
+    if h.params_version != params_version:
+        raise UnsupportedVersionError(f"{pipeline.upper()} parameter block version {h.params_version} is not "
+                                      f"supported (this build reads version {params_version})")
+    if h.height * h.width > max_pixels:
+        raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
+                                f"decode budget of {max_pixels} (raise max_pixels)")
+    return f
+
+
 def resolve_model(ref, given=None, given_name: str | None = None):
     """The model for a file's model reference `ref` (container.ModelRef): the caller's model
     object `given` or registry name `given_name` if one was passed, else the shipped model with

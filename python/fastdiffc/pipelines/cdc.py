@@ -33,12 +33,12 @@ import torch
 from PIL import Image
 
 from .. import rcc
-from ..container import MAGIC, Header, ModelRef, Reader, put_varint, read, write
+from ..container import MAGIC, Header, ModelRef, Reader, put_varint, write
 from ..diffusion.samplers import ddim_coefficients
 from ..entropy_models import GaussianConditional, decode_symbols, encode_symbols, gaussian_tables
-from ..errors import DecodeBudgetError, FormatError, InvalidFieldError, UnknownPipelineError, UnsupportedVersionError
+from ..errors import DecodeBudgetError, FormatError, InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_identity, model_threads, resolve_model
+from .base import Codec, Knob, model_identity, model_threads, read_own_file, resolve_model
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 16
@@ -233,17 +233,8 @@ class CDCCodec(Codec):
         data = bytes(data)
         if data[: len(MAGIC)] != MAGIC:
             raise FormatError("not an .fdc file (bad magic bytes); CDC decodes only .fdc files")
-        f = read(data)
+        f = read_own_file(data, "cdc", PARAMS_VERSION, self.max_pixels)
         h = f.header
-        if h.pipeline != "cdc":
-            raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
-                                       f"use load_codec({h.pipeline!r})")
-        if h.params_version != PARAMS_VERSION:
-            raise UnsupportedVersionError(f"CDC parameter block version {h.params_version} is not supported "
-                                          f"(this build reads version {PARAMS_VERSION})")
-        if h.height * h.width > self.max_pixels:
-            raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
-                                    f"decode budget of {self.max_pixels} (raise max_pixels)")
         level, seed = _decode_params(h.params)
         if len(f.segments) != 2:
             raise InvalidFieldError(f"a CDC file holds 2 segments (ẑ, ŷ), this one declares {len(f.segments)}")

@@ -41,11 +41,11 @@ from .. import precision as precisions
 from .. import rcc
 from ..codecs.classical import get_codec, library_version
 from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
-from ..container import MAGIC, Header, ModelRef, overhead_bytes, read, write
+from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients
-from ..errors import DecodeBudgetError, InvalidFieldError, UnknownPipelineError, UnsupportedVersionError
+from ..errors import DecodeBudgetError, InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_threads, resolve_model
+from .base import Codec, Knob, model_threads, read_own_file, resolve_model
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 20
@@ -243,17 +243,8 @@ class DiracCodec(Codec):
         if data[: len(MAGIC)] != MAGIC:
             plain = open_plain(data, max_pixels=self.max_pixels)
             return plain, self._model_for(None), 0, 3, self._resolved_precision
-        f = read(data)
+        f = read_own_file(data, "dirac", PARAMS_VERSION, self.max_pixels)
         h = f.header
-        if h.pipeline != "dirac":
-            raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
-                                       f"use load_codec({h.pipeline!r})")
-        if h.params_version != PARAMS_VERSION:
-            raise UnsupportedVersionError(f"DIRAC parameter block version {h.params_version} is not supported "
-                                          f"(this build reads version {PARAMS_VERSION})")
-        if h.height * h.width > self.max_pixels:
-            raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
-                                    f"decode budget of {self.max_pixels} (raise max_pixels)")
         seed = _decode_params(h.params)
         base = h.model("base")
         if base is None or base.name not in BASE_CODECS:

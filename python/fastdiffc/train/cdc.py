@@ -115,16 +115,7 @@ class CDCTrainer(Trainer):
         else:
             loss = self._diffusion_loss(x, level)
             report = loss.item() * 1e4
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        self.opt.step()
-        self.step += 1
-        self.ema.update(self.net, self.step)
-        return {"loss": report, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
+        return {"loss": report, **self.optimize(loss)}
 
     @staticmethod
     def _rd_loss(net: CDCModel, x: torch.Tensor, level: torch.Tensor, noise: bool):

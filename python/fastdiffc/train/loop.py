@@ -156,16 +156,23 @@ class Trainer:
         noise = torch.randn(x.shape, generator=self.gen, dtype=x.dtype)
         per_sample = diffusion_loss(self.train_net, x, lam, noise)
         loss = (per_sample * weight.to(per_sample.dtype)).mean()  # ≈ ∫ integrand dλ, nats/dim
+        stats = self.optimize(loss)
+        self.sampler.update(lam, per_sample)
+        return {"loss": loss.item() / LN2, **stats}
+
+    def optimize(self, loss: torch.Tensor) -> dict:
+        """One optimiser step on `loss` (every task's): warm-up LR, clipped gradients of the
+        trainable parameters, EMA update. Returns the grad norm and LR for the logs."""
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.opt.step()
         self.step += 1
         self.ema.update(self.net, self.step)
-        self.sampler.update(lam, per_sample)
-        return {"loss": loss.item() / LN2, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
+        return {"grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
 
     # --- evaluation ------------------------------------------------------------------------
     def heldout_patches(self) -> torch.Tensor | None:

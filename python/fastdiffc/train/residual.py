@@ -85,15 +85,7 @@ class ResidualTrainer(Trainer):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             out = preconditioned(self.train_net, a * r + s * noise, lam, xb, label, scalars, cfg.sigma_data)
         loss = (out.float() - r).pow(2).mean() / k**2
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.step += 1
-        self.ema.update(self.net, self.step)
-        return {"loss": loss.item() * 1e4, "grad_norm": grad_norm.item(), "lr": self.opt.param_groups[0]["lr"]}
+        return {"loss": loss.item() * 1e4, **self.optimize(loss)}
 
     def heldout_patches(self):
         if self._heldout is None and self.cfg.heldout:
