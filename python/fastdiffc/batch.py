@@ -211,18 +211,10 @@ def process(s: Settings, name: str, data: bytes) -> bytes:
         image = _open_image(name, data)
         return _codec(s, s.pipeline).compress(image, **knobs)
 
-    from .commands.decompress import _pipeline
-    from .errors import TruncatedError
-
+    from .commands.decompress import _pipeline, decompress_with_hints
     pipeline = _pipeline(data, s.pipeline)
     knobs = knobs_for(ns, pipeline, "decode")
-    codec = _codec(s, pipeline)
-    try:
-        image = codec.decompress(data, **knobs)
-    except TruncatedError as e:
-        if knobs.get("allow_truncated") or "allow_truncated" not in {k.name for k in codec.decode_knobs}:
-            raise
-        raise TruncatedError(f"{e}; --allow-truncated decodes the complete steps") from None
+    image = decompress_with_hints(_codec(s, pipeline), data, knobs)
     buf = io.BytesIO()
     image.save(buf, format="PNG")  # what image.save("x.png") writes
     return buf.getvalue()

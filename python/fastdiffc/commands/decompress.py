@@ -45,6 +45,18 @@ def _pipeline(data: bytes, requested: str | None) -> str:
     return header.pipeline
 
 
+def decompress_with_hints(codec, data: bytes, knobs: dict):
+    """codec.decompress, with a truncated file's error naming --allow-truncated where it helps."""
+    from ..errors import TruncatedError
+
+    try:
+        return codec.decompress(data, **knobs)
+    except TruncatedError as e:
+        if knobs.get("allow_truncated") or "allow_truncated" not in {k.name for k in codec.decode_knobs}:
+            raise
+        raise TruncatedError(f"{e}; --allow-truncated decodes the complete steps") from None
+
+
 def run(args):
     if os.path.isdir(args.input):
         from .. import batch
@@ -52,7 +64,6 @@ def run(args):
         return batch.run(args, batch.DECOMPRESS)
     from PIL import Image
 
-    from ..errors import TruncatedError
     from ..pipelines import load_codec
 
     ext = os.path.splitext(args.output)[1].lower()
@@ -63,12 +74,7 @@ def run(args):
     pipeline = _pipeline(data, args.pipeline)
     knobs = knobs_for(args, pipeline, "decode")
     codec = load_codec(pipeline, args.model, progress=not args.quiet)
-    try:
-        image = codec.decompress(data, **knobs)
-    except TruncatedError as e:
-        if knobs.get("allow_truncated") or "allow_truncated" not in {k.name for k in codec.decode_knobs}:
-            raise
-        raise TruncatedError(f"{e}; --allow-truncated decodes the complete steps") from None
+    image = decompress_with_hints(codec, data, knobs)
     image.save(args.output)
     if not args.quiet:
         print(f"{args.output}: {image.width}x{image.height} {image.mode} ({pipeline})", file=sys.stderr)

@@ -312,7 +312,16 @@ def read_own_file(data: bytes, pipeline: str, params_version: int, max_pixels: i
     return f
 
 
-def resolve_model(ref, given=None, given_name: str | None = None):
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse an input image over an encoder's pixel budget, before any tensor is made."""
+    from ..errors import DecodeBudgetError
+
+    if width * height > max_pixels:
+        raise DecodeBudgetError(f"image is {width}x{height} = {width * height} pixels, over the budget of "
+                                f"{max_pixels} (raise max_pixels)")
+
+
+def resolve_model(ref, given=None, given_name: str | None = None, kind: str | None = None):
     """The model for a file's model reference `ref` (container.ModelRef): the caller's model
     object `given` or registry name `given_name` if one was passed, else the shipped model with
     the recorded name and content hash (a retired default is found by its hash). A model whose
@@ -323,7 +332,7 @@ def resolve_model(ref, given=None, given_name: str | None = None):
 
     if given is None and given_name is None:
         try:
-            return load_model_for_file(ref.name, ref.hash)
+            return _check_kind(load_model_for_file(ref.name, ref.hash), ref, kind)
         except ModelNotFoundError as e:
             raise MissingModelError(f"this file needs model {ref.name!r} (hash {ref.hash:016x}), which this "
                                     f"install lacks ({e})") from None
@@ -332,6 +341,14 @@ def resolve_model(ref, given=None, given_name: str | None = None):
     if h != ref.hash:
         raise ModelMismatchError(f"the file was written with model {ref.name!r} (hash {ref.hash:016x}); "
                                  f"the given model is {name!r} (hash {h:016x})")
+    return _check_kind(model, ref, kind)
+
+
+def _check_kind(model, ref, kind: str | None):
+    from ..errors import InvalidFieldError
+
+    if kind is not None and getattr(model, "kind", None) != kind:
+        raise InvalidFieldError(f"model {ref.name!r} named by the file is not a {kind} model")
     return model
 
 

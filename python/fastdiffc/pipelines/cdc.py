@@ -36,9 +36,9 @@ from .. import rcc
 from ..container import MAGIC, Header, ModelRef, Reader, put_varint, write
 from ..diffusion.samplers import ddim_coefficients
 from ..entropy_models import GaussianConditional, decode_symbols, encode_symbols, gaussian_tables
-from ..errors import DecodeBudgetError, FormatError, InvalidFieldError
+from ..errors import FormatError, InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_identity, model_threads, read_own_file, resolve_model
+from .base import Codec, Knob, check_pixels, model_identity, model_threads, read_own_file, resolve_model
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 16
@@ -184,19 +184,14 @@ class CDCCodec(Codec):
         return self._model
 
     def _model_for(self, ref: ModelRef):
-        model = resolve_model(ref, self._model, self._model_arg)
-        if getattr(model, "kind", None) != "cdc":
-            raise InvalidFieldError(f"model {ref.name!r} named by the file is not a CDC model")
-        return model
+        return resolve_model(ref, self._model, self._model_arg, kind="cdc")
 
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
         level, bpp = knobs["level"], knobs["bpp"]
         prep = prepare_image(image)
-        if prep.height * prep.width > self.max_pixels:
-            raise DecodeBudgetError(f"image is {prep.width}x{prep.height} = {prep.width * prep.height} pixels, over "
-                                    f"the budget of {self.max_pixels} (raise max_pixels)")
+        check_pixels(prep.width, prep.height, self.max_pixels)
         model = self.model_for_encoding()
         levels = model.config.levels
         if level is not None and level >= levels:

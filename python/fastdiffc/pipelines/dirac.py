@@ -43,9 +43,9 @@ from ..codecs.classical import get_codec, library_version
 from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
 from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients
-from ..errors import DecodeBudgetError, InvalidFieldError
+from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, model_threads, read_own_file, resolve_model
+from .base import Codec, Knob, check_pixels, model_threads, read_own_file, resolve_model
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 20
@@ -176,10 +176,7 @@ class DiracCodec(Codec):
         """The model a file names (its hash checked), or the default one for a plain file."""
         if ref is None:
             return self.model_for_encoding()
-        model = resolve_model(ref, self._model, self._model_arg)
-        if getattr(model, "kind", None) != "dirac":
-            raise InvalidFieldError(f"model {ref.name!r} named by the file is not a DIRAC residual model")
-        return model
+        return resolve_model(ref, self._model, self._model_arg, kind="dirac")
 
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
@@ -188,9 +185,7 @@ class DiracCodec(Codec):
         if quality is None and bpp is None:
             bpp = DEFAULT_BPP
         prep = prepare_image(image)
-        if prep.height * prep.width > self.max_pixels:
-            raise DecodeBudgetError(f"image is {prep.width}x{prep.height} = {prep.width * prep.height} pixels, over "
-                                    f"the budget of {self.max_pixels} (raise max_pixels)")
+        check_pixels(prep.width, prep.height, self.max_pixels)
         pil = tensor_to_pil(prep.tensor, 3)
         model = self.model_for_encoding()
         codec = get_codec(base)
