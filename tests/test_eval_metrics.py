@@ -165,12 +165,9 @@ def _real_photos():
 
     with (files("fastdiffc") / "samples" / "sample.png").open("rb") as f, Image.open(f) as im:
         out = [("sample", np.asarray(im.convert("RGB")))]
-    try:
-        from fastdiffc.eval.images import load_dev_image
+    from fastdiffc.eval.images import load_dev_image  # scikit-image: the test/eval extras install it
 
-        out.append(("chelsea", np.asarray(load_dev_image("chelsea"))))
-    except ImportError:  # scikit-image missing: the shipped sample photo alone
-        pass
+    out.append(("chelsea", np.asarray(load_dev_image("chelsea"))))
     return out
 
 
