@@ -325,3 +325,12 @@ def test_golden_file_decodes_within_tolerance():
         got = np.asarray(codec.decompress(data, decode_steps=k), dtype=np.int16)
         diff = np.abs(got - want)
         assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
+
+
+def test_a_codec_loads_the_model_a_file_names_once():
+    data = (GOLDEN / "dirac_v1_jpeg_48x64.fdc").read_bytes()
+    codec = load_codec("dirac")
+    codec.decompress(data)
+    first = codec._model_for(container.read(data).header.model("denoiser"))
+    codec.decompress(data, decode_steps=1)
+    assert codec._model_for(container.read(data).header.model("denoiser")) is first

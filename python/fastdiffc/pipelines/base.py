@@ -248,10 +248,11 @@ class Budget:
             raise ValueError(f"max_memory_gb must be a positive number, got {v!r}")
 
     @classmethod
-    def default(cls, **overrides) -> Budget:
-        """The defaults, with FASTDIFFC_MAX_* environment variables applied, then `overrides`
-        (None values ignored)."""
-        values = {}
+    def default(cls, pipeline_defaults: dict | None = None, **overrides) -> Budget:
+        """The defaults — the class's, then a pipeline's own (`pipeline_defaults`, e.g. a lower
+        max_pixels for a model with larger activations) — with the FASTDIFFC_MAX_* environment
+        variables applied, then `overrides` (None values ignored)."""
+        values = dict(pipeline_defaults or {})
         for name, env in BUDGET_ENV.items():
             text = os.environ.get(env)
             if text:
@@ -291,12 +292,12 @@ class Budget:
                                         + (f" ({hint})" if hint else ""))
 
 
-def read_own_file(data: bytes, pipeline: str, params_version: int, max_pixels: int):
+def read_own_file(data: bytes, pipeline: str, params_version: int, budget: Budget):
     """Read an .fdc file that `pipeline` (one parameter-block version) must decode, checking the
-    pipeline, the parameter-block version and the declared pixels against `max_pixels` before
+    pipeline, the parameter-block version and the declared pixels against `budget` before
     anything is decoded. Returns container.FdcFile."""
     from ..container import read
-    from ..errors import DecodeBudgetError, UnknownPipelineError, UnsupportedVersionError
+    from ..errors import UnknownPipelineError, UnsupportedVersionError
 
     f = read(data)
     h = f.header
@@ -306,36 +307,49 @@ def read_own_file(data: bytes, pipeline: str, params_version: int, max_pixels: i
     if h.params_version != params_version:
         raise UnsupportedVersionError(f"{pipeline.upper()} parameter block version {h.params_version} is not "
                                       f"supported (this build reads version {params_version})")
-    if h.height * h.width > max_pixels:
-        raise DecodeBudgetError(f"the file declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
-                                f"decode budget of {max_pixels} (raise max_pixels)")
+    budget.check_pixels(h.height, h.width, decoding=True)
     return f
 
 
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    """Refuse an input image over an encoder's pixel budget, before any tensor is made."""
-    from ..errors import DecodeBudgetError
+def shared_normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
+    """Standard normals of `shape` (float32) that sender and receiver draw alike: the Philox
+    stream `rcc.normal_stream(seed, domain, ·, stream)` (docs/design.md §11 lists the domains)."""
+    from .. import rcc
 
-    if width * height > max_pixels:
-        raise DecodeBudgetError(f"image is {width}x{height} = {width * height} pixels, over the budget of "
-                                f"{max_pixels} (raise max_pixels)")
+    n = math.prod(int(d) for d in shape)
+    return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
 
 
-def resolve_model(ref, given=None, given_name: str | None = None, kind: str | None = None):
+def checked_seed(seed) -> int:
+    """The shared seed a file records: an unsigned 64-bit integer (ValueError otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 1 << 64:
+        raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
+    return int(seed)
+
+
+def resolve_model(ref, given=None, given_name: str | None = None, kind: str | None = None,
+                  cache: dict | None = None):
     """The model for a file's model reference `ref` (container.ModelRef): the caller's model
     object `given` or registry name `given_name` if one was passed, else the shipped model with
     the recorded name and content hash (a retired default is found by its hash). A model whose
     hash differs is refused (ModelMismatchError); one this install lacks is a MissingModelError
-    naming what the file needs."""
+    naming what the file needs. `cache` (a codec's dict) keeps shipped models found by
+    (name, hash), so decoding many files loads each model once."""
     from ..errors import MissingModelError, ModelMismatchError, ModelNotFoundError
     from ..models.registry import load_model, load_model_for_file
 
     if given is None and given_name is None:
+        key = (ref.name, ref.hash)
+        if cache is not None and key in cache:
+            return _check_kind(cache[key], ref, kind)
         try:
-            return _check_kind(load_model_for_file(ref.name, ref.hash), ref, kind)
+            model = load_model_for_file(ref.name, ref.hash)
         except ModelNotFoundError as e:
             raise MissingModelError(f"this file needs model {ref.name!r} (hash {ref.hash:016x}), which this "
                                     f"install lacks ({e})") from None
+        if cache is not None:
+            cache[key] = model
+        return _check_kind(model, ref, kind)
     model = given if given is not None else load_model(given_name)
     name, h = model_identity(model)
     if h != ref.hash:

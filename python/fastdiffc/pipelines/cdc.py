@@ -32,13 +32,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import rcc
 from ..container import MAGIC, Header, ModelRef, Reader, put_varint, write
 from ..diffusion.samplers import ddim_coefficients
 from ..entropy_models import GaussianConditional, decode_symbols, encode_symbols, gaussian_tables
 from ..errors import FormatError, InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, check_pixels, model_identity, model_threads, read_own_file, resolve_model
+from .base import (
+    Budget,
+    Codec,
+    Knob,
+    checked_seed,
+    model_identity,
+    model_threads,
+    read_own_file,
+    resolve_model,
+    shared_normals,
+)
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 16
@@ -53,11 +62,6 @@ def schedule(model, steps: int) -> list[float]:
     """λ_0 < … < λ_{steps−1}: the log-SNRs at which the UNet is called (float64, the same everywhere)."""
     cfg = model.config
     return [cfg.logsnr_start + (cfg.logsnr_end - cfg.logsnr_start) * i / steps for i in range(steps)]
-
-
-def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
-    n = int(np.prod(shape))
-    return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
 
 
 # ------------------------------------------------------------------------ latents <-> bytes
@@ -115,14 +119,14 @@ def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int,
         if steps:
             cond = model.cond_image(y_hat, level, x_bar)
             lams = schedule(model, steps)
-            z = _normals(seed, DOMAIN_START, x_bar.shape)
+            z = shared_normals(seed, DOMAIN_START, x_bar.shape)
             for i, lam in enumerate(lams):
                 x = model.denoise(z, lam, cond).float()
                 if i + 1 < len(lams):
                     c_z, c_x, std = ddim_coefficients(lam, lams[i + 1], eta)
                     z = c_z * z + c_x * x
                     if std:
-                        z = z + std * _normals(seed, DOMAIN_STEP, x_bar.shape, stream=i + 1)
+                        z = z + std * shared_normals(seed, DOMAIN_STEP, x_bar.shape, stream=i + 1)
     return x[:, :, :height, :width].clamp(-1, 1)
 
 
@@ -162,17 +166,16 @@ class CDCCodec(Codec):
     )
     DEFAULT_LEVEL = 2
 
-    def __init__(self, model=None, *, seed: int = 0, max_pixels: int = DEFAULT_DECODE_PIXELS, progress: bool = False):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
-            raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
-        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
-            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    def __init__(self, model=None, *, seed: int = 0, max_pixels: int | None = None, progress: bool = False):
+        # The shared Budget (FASTDIFFC_MAX_PIXELS, CLI --max-pixels) with this pipeline's own
+        # default when neither sets it.
+        self.budget = Budget.default({"max_pixels": DEFAULT_DECODE_PIXELS}, max_pixels=max_pixels)
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
+        self._file_models: dict = {}
         if self._model is not None:
             _check_model(self._model)
-        self.seed = int(seed)
-        self.max_pixels = int(max_pixels)
+        self.seed = checked_seed(seed)
         self.progress = progress
 
     # -- models --------------------------------------------------------------------------
@@ -184,14 +187,17 @@ class CDCCodec(Codec):
         return self._model
 
     def _model_for(self, ref: ModelRef):
-        return resolve_model(ref, self._model, self._model_arg, kind="cdc")
+        # A model given by name is loaded once (model_for_encoding caches it); shipped models a
+        # file names are kept per (name, hash) in self._file_models.
+        given = self.model_for_encoding() if self._model_arg is not None else None
+        return resolve_model(ref, given, kind="cdc", cache=self._file_models)
 
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
         level, bpp = knobs["level"], knobs["bpp"]
         prep = prepare_image(image)
-        check_pixels(prep.width, prep.height, self.max_pixels)
+        self.budget.check_pixels(prep.height, prep.width, decoding=False)
         model = self.model_for_encoding()
         levels = model.config.levels
         if level is not None and level >= levels:
@@ -228,7 +234,7 @@ class CDCCodec(Codec):
         data = bytes(data)
         if data[: len(MAGIC)] != MAGIC:
             raise FormatError("not an .fdc file (bad magic bytes); CDC decodes only .fdc files")
-        f = read_own_file(data, "cdc", PARAMS_VERSION, self.max_pixels)
+        f = read_own_file(data, "cdc", PARAMS_VERSION, self.budget)
         h = f.header
         level, seed = _decode_params(h.params)
         if len(f.segments) != 2:

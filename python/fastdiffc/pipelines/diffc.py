@@ -362,6 +362,7 @@ class DiffCCodec(Codec):
                  max_model_calls: int | None = None, max_memory_gb: float | None = None, **settings):
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
+        self._file_models: dict = {}  # shipped models named by files, by (name, hash)
         self.settings = DiffCSettings(**settings)
         if self.settings.params_version not in (2, 3) or self.settings.tile:
             raise ValueError("DiffC writes parameter versions 2 and 3 only (version 1 files are read, never "
@@ -408,7 +409,7 @@ class DiffCCodec(Codec):
         if ref is None:
             raise InvalidFieldError("this DiffC file names no denoiser model")
         given = self.model_for_encoding() if (self._model is not None or self._model_arg is not None) else None
-        return resolve_model(ref, given)
+        return resolve_model(ref, given, cache=self._file_models)
 
     # -- compress ------------------------------------------------------------------------
     def _header(self, model, prep, settings: DiffCSettings) -> Header:

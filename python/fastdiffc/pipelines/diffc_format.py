@@ -20,6 +20,7 @@ from .. import rcc
 from ..container import Reader, put_varint
 from ..diffusion.schedules import get_schedule
 from ..errors import FormatError, InvalidFieldError, UnsupportedVersionError
+from .base import checked_seed
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
 SCHEME_IDS = {"pfr": 0, "importance": 1}
@@ -74,8 +75,7 @@ class DiffCSettings:
     tile_overlap: int = 0
 
     def __post_init__(self):
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 1 << 64:
-            raise ValueError(f"seed must be an unsigned 64-bit integer, got {self.seed!r}")
+        checked_seed(self.seed)
         if self.schedule not in SCHEDULE_IDS:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULE_IDS)}")
         if self.dtype not in DTYPE_IDS:

@@ -38,14 +38,13 @@ import torch
 from PIL import Image
 
 from .. import precision as precisions
-from .. import rcc
 from ..codecs.classical import get_codec, library_version
 from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
 from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
-from ..diffusion.vp import posterior_coefficients
+from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Codec, Knob, check_pixels, model_threads, read_own_file, resolve_model
+from .base import Budget, Codec, Knob, checked_seed, model_threads, read_own_file, resolve_model, shared_normals
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 20
@@ -69,11 +68,6 @@ def schedule(logsnr_start: float, logsnr_end: float, steps: int = MAX_DECODE_STE
     return [float(logsnr_start)] + [first + (logsnr_end - first) * k / (steps - 1) for k in range(steps)]
 
 
-def _normals(seed: int, domain: int, shape, stream: int = 0) -> torch.Tensor:
-    n = int(np.prod(shape))
-    return torch.from_numpy(rcc.normal_stream(seed, domain, n, stream=stream)).reshape(tuple(shape))
-
-
 def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
             precision: str = "float32", gain: float = 1.0) -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
@@ -87,7 +81,7 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     lams = schedule(spec.logsnr_start, spec.logsnr_end)
     k_r = spec.residual_scale
     with model_threads():
-        z = _normals(seed, DOMAIN_START, x_base.shape)
+        z = shared_normals(seed, DOMAIN_START, x_base.shape)
         with precisions.autocast(precision):
             r_hat = model(z, lams[0], cond).float()
         first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
@@ -96,9 +90,8 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
         if steps == 0:
             return first
         for k in range(1, steps + 1):
-            c_z, c_x, std = (float(v) for v in posterior_coefficients(torch.tensor(lams[k - 1], dtype=torch.float64),
-                                                                       torch.tensor(lams[k], dtype=torch.float64)))
-            z = c_z * z + c_x * r_hat + std * _normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
+            c_z, c_x, std = posterior_coefficients_f(lams[k - 1], lams[k])
+            z = c_z * z + c_x * r_hat + std * shared_normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
             with precisions.autocast(precision):
                 r_hat = model(z, lams[k], cond).float()
             if trajectory is not None:
@@ -146,16 +139,15 @@ class DiracCodec(Codec):
                   "more = more realistic detail, lower PSNR"),
     )
 
-    def __init__(self, model=None, *, seed: int = 0, max_pixels: int = DEFAULT_DECODE_PIXELS,
+    def __init__(self, model=None, *, seed: int = 0, max_pixels: int | None = None,
                  precision: str = "auto", progress: bool = False):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
-            raise ValueError(f"seed must be an unsigned 64-bit integer, got {seed!r}")
-        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
-            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        # The shared Budget (FASTDIFFC_MAX_PIXELS, CLI --max-pixels) with this pipeline's own
+        # default when neither sets it.
+        self.budget = Budget.default({"max_pixels": DEFAULT_DECODE_PIXELS}, max_pixels=max_pixels)
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
-        self.seed = int(seed)
-        self.max_pixels = int(max_pixels)
+        self._file_models: dict = {}
+        self.seed = checked_seed(seed)
         self.precision = precision
         self._resolved_precision = precisions.resolve(precision)
         if self._resolved_precision == "float64":
@@ -176,7 +168,10 @@ class DiracCodec(Codec):
         """The model a file names (its hash checked), or the default one for a plain file."""
         if ref is None:
             return self.model_for_encoding()
-        return resolve_model(ref, self._model, self._model_arg, kind="dirac")
+        # A model given by name is loaded once (model_for_encoding caches it); shipped models a
+        # file names are kept per (name, hash) in self._file_models.
+        given = self.model_for_encoding() if self._model_arg is not None else None
+        return resolve_model(ref, given, kind="dirac", cache=self._file_models)
 
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
@@ -185,7 +180,7 @@ class DiracCodec(Codec):
         if quality is None and bpp is None:
             bpp = DEFAULT_BPP
         prep = prepare_image(image)
-        check_pixels(prep.width, prep.height, self.max_pixels)
+        self.budget.check_pixels(prep.height, prep.width, decoding=False)
         pil = tensor_to_pil(prep.tensor, 3)
         model = self.model_for_encoding()
         codec = get_codec(base)
@@ -236,9 +231,9 @@ class DiracCodec(Codec):
             raise TypeError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if data[: len(MAGIC)] != MAGIC:
-            plain = open_plain(data, max_pixels=self.max_pixels)
+            plain = open_plain(data, max_pixels=self.budget.max_pixels)
             return plain, self._model_for(None), 0, 3, self._resolved_precision
-        f = read_own_file(data, "dirac", PARAMS_VERSION, self.max_pixels)
+        f = read_own_file(data, "dirac", PARAMS_VERSION, self.budget)
         h = f.header
         seed = _decode_params(h.params)
         base = h.model("base")
@@ -248,7 +243,7 @@ class DiracCodec(Codec):
         if len(f.segments) != 1:
             raise InvalidFieldError(f"a DIRAC file holds one base bitstream, this one declares {len(f.segments)}")
         model = self._model_for(h.model("denoiser") or _missing_denoiser())
-        plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.max_pixels,
+        plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.budget.max_pixels,
                            expect_size=(h.width, h.height))
         precision = self._resolved_precision
         if self.precision == "auto" and h.precision in ("float32", "bfloat16"):

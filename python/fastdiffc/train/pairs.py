@@ -145,8 +145,11 @@ def heldout_pairs(folder, cache_dir, *, scale: float = 0.5, qualities=(20, 50, 8
     and quality: [(x, x_base, label, scalars)] as float tensors [1, 3, H, W]."""
     out = []
     specs = [PairSpec(str(f), scale, c, q) for f in list_images(folder) for c in codecs for q in qualities]
+    originals = {}  # each photo decoded and downscaled once, not once per codec and quality
     for spec, path in zip(specs, build_cache(specs, cache_dir)):
-        orig = downscale(load_image(spec.image), spec.scale)
+        if spec.image not in originals:
+            originals[spec.image] = downscale(load_image(spec.image), spec.scale)
+        orig = originals[spec.image]
         plain = open_plain(path.read_bytes(), expect=spec.codec)
         base = torch.from_numpy(np.asarray(plain.image, dtype=np.uint8).copy()).permute(2, 0, 1)
         h = min(orig.shape[1], max_side) // ALIGN * ALIGN
