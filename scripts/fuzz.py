@@ -79,15 +79,12 @@ class Raw:
 
 
 def varint(v: int) -> bytes:
+    """The container's LEB128 varint as bytes (container.put_varint writes it)."""
+    from fastdiffc.container import put_varint
+
     out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    put_varint(out, v)
+    return bytes(out)
 
 
 def _enc(v, kind: str) -> bytes:
