@@ -1,7 +1,8 @@
 """Encode and decode of every pipeline this build has (pytest-benchmark), at 768x512 and a
 0.25 bpp ceiling (quick mode: 128x96), each with its shipped default model: one group for the
 encoders, one for the decoders. A pipeline without a shipped model is skipped with the reason
-(DIRAC: python/fastdiffc/weights/dirac.safetensors). The image is scikit-image's astronaut
+(DIRAC, CDC: python/fastdiffc/weights/{dirac,cdc}.safetensors). DIRAC and CDC decode twice:
+at 0 decode steps and at their issues' step budgets (DIRAC 20, CDC 8). The image is scikit-image's astronaut
 (what `fastdiffc bench pipeline` uses) or, without scikit-image, the bundled sample, resized.
 
     python -m pytest benchmarks/test_bench_pipelines.py -o addopts="" --benchmark-only
@@ -39,8 +40,8 @@ _ENCODED: dict = {}
 
 def _codec_and_file(name, photo):
     """(codec, compressed bytes) of a pipeline, or a skip with the reason it cannot run here."""
-    if name == "dirac" and not (WEIGHTS / "dirac.safetensors").exists():
-        pytest.skip("no shipped DIRAC model (python/fastdiffc/weights/dirac.safetensors)")
+    if name in ("dirac", "cdc") and not (WEIGHTS / f"{name}.safetensors").exists():
+        pytest.skip(f"no shipped {name} model (python/fastdiffc/weights/{name}.safetensors)")
     if name not in _ENCODED:
         try:
             codec = load_codec(name)
@@ -76,3 +77,18 @@ def test_decode(benchmark, measure, photo, name):
     assert img.size == photo.size
     benchmark.extra_info["psnr"] = float(10 * np.log10(255**2 / np.mean(
         (np.asarray(img, np.float64) - np.asarray(photo, np.float64)) ** 2)))
+
+
+# The decode budgets of the DIRAC and CDC issues are stated at these step counts.
+DIFFUSION_DECODE_STEPS = {"dirac": 20, "cdc": 8}
+
+
+@pytest.mark.parametrize("name", [n for n in DIFFUSION_DECODE_STEPS if n in available_pipelines()])
+def test_decode_diffusion_steps(benchmark, measure, photo, name):
+    codec, data = _codec_and_file(name, photo)
+    steps = DIFFUSION_DECODE_STEPS[name]
+    benchmark.group = f"decode {photo.width}x{photo.height} <= {BPP} bpp, diffusion steps"
+    _info(benchmark, codec, data, photo)
+    benchmark.extra_info["decode_steps"] = steps
+    img = measure(lambda: codec.decompress(data, decode_steps=steps), rounds=2, warmup=0)
+    assert img.size == photo.size

@@ -50,7 +50,7 @@ from .base import (
 )
 
 PARAMS_VERSION = 1
-MAX_DECODE_STEPS = 16
+MAX_DECODE_STEPS = 64  # the few-step claim is checked against 64 steps (issue 14)
 MAX_LEVELS = 16
 DEFAULT_DECODE_PIXELS = 16_000_000
 # Philox domains of rcc.normal_stream (0..2 RCC, 3..4 DiffC, 5..6 DIRAC).

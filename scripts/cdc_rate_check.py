@@ -1,0 +1,68 @@
+"""CDC's real files against the model's own likelihoods (issue 14's first acceptance item).
+
+For every development photo (as evaluated: JPEG-sourced ones halved) and every rate level,
+the .fdc written by `CDCCodec.compress` is compared with the float likelihood estimate
+−log2 p(ŷ|ẑ) − log2 p(ẑ) of the same rounded latents (CDCModel.forward_rd, noise off):
+the gap is the integer tables' quantisation, the scale table's grid, the ANS tail and the
+container. A 768×512 photo (astronaut's centre crop) is reported separately, since the
+criterion is stated at that size.
+
+    PYTHONPATH=python python scripts/cdc_rate_check.py [--model cdc] [--out docs/results/cdc_rate.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastdiffc.eval.images import DEV_IMAGES, load_dev_image
+from fastdiffc.image_io import prepare_image
+from fastdiffc.models.cdc import CDCModel
+from fastdiffc.models.registry import load_model
+from fastdiffc.pipelines.cdc import CDCCodec
+
+
+def estimate_bytes(model: CDCModel, image, level: int) -> float:
+    """The float model's likelihood of the rounded latents, in bytes."""
+    with torch.no_grad():
+        out = model.forward_rd(CDCModel.pad(prepare_image(image).tensor), torch.tensor([level]), noise=False)
+    return float(out["bits_y"][0] + out["bits_z"][0]) / 8.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cdc", help="a registry name or a .safetensors path")
+    p.add_argument("--out", default=None, help="write the table as Markdown here too")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model = CDCModel.load(args.model) if args.model.endswith(".safetensors") else load_model(args.model)
+    codec = CDCCodec(model)
+    photos = {name: load_dev_image(name) for name in DEV_IMAGES}
+    astro = load_dev_image("astronaut")
+    left, top = (astro.width - 768) // 2 if astro.width > 768 else 0, (astro.height - 512) // 2
+    if astro.width >= 768 and astro.height >= 512:
+        photos["astronaut 768×512 crop"] = astro.crop((left, top, left + 768, top + 512))
+    rows = ["| photo | size | level | file bytes | likelihood bytes | file / likelihood |", "|---|---|---|---|---|---|"]
+    ratios = []
+    for name, im in photos.items():
+        for level in range(model.config.levels):
+            size = len(codec.compress(im, level=level))
+            est = estimate_bytes(model, im, level)
+            ratios.append(size / est)
+            rows.append(f"| {name} | {im.width}×{im.height} | {level} | {size} | {est:.0f} | {size / est:.4f} |")
+    r = np.array(ratios)
+    rows.append(f"\nfile / likelihood over {len(r)} files: mean {r.mean():.4f}, min {r.min():.4f}, max {r.max():.4f}")
+    text = "\n".join(rows)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(f"# CDC: file bytes against the float likelihoods\n\n```\n"
+                                  f"PYTHONPATH=python python scripts/cdc_rate_check.py --out {args.out}\n```\n\n"
+                                  + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
