@@ -400,6 +400,22 @@ def test_training_smoke_checkpoint_resume_export(tmp_path):
     out = CDCCodec(model).decompress(CDCCodec(model).compress(photo(), level=0), decode_steps=1)
     assert out.size == (96, 64)
 
+    # a new encoder (the rd run continued) with the decoder of another model: each part from its file
+    tr2.run()
+    decoder = CDCModel.load(tmp_path / "diff" / "ema.safetensors")
+    with torch.no_grad():  # a decoder that differs from every other file's
+        decoder.unet.conv_in.weight.add_(1.0)
+        decoder.cond_proj.weight.add_(1.0)
+    decoder.save(tmp_path / "decoder.safetensors")
+    mixed = CDCTrainer(CDCTrainConfig(run_dir=str(tmp_path / "mixed"), stage="diffusion", max_steps=1, **cfg_kw),
+                       tiny_config())
+    mixed.init_weights(tmp_path / "rd" / "ema.safetensors", decoder_from=tmp_path / "decoder.safetensors")
+    new_rd = CDCModel.load(tmp_path / "rd" / "ema.safetensors")
+    assert not torch.equal(new_rd.g_a[0].weight, model.g_a[0].weight)
+    for m in (mixed.net, mixed.ema.model):
+        assert torch.equal(m.g_a[0].weight, new_rd.g_a[0].weight)
+        assert torch.equal(m.unet.conv_in.weight, decoder.unet.conv_in.weight)
+        assert torch.equal(m.cond_proj.weight, decoder.cond_proj.weight)
 
 if __name__ == "__main__":  # pragma: no cover
     _make_golden()

@@ -42,6 +42,8 @@ from .data import PatchDataset, tile_patches
 from .loop import EMA, TrainConfig, Trainer
 
 STAGES = ("rd", "diffusion")
+# Parameters of the diffusion decoder (stage "diffusion"); everything else is stage "rd".
+DECODER_PREFIXES = ("unet.", "cond_proj.")
 
 
 @dataclass
@@ -93,7 +95,7 @@ class CDCTrainer(Trainer):
     def _set_trainable(self, net: CDCModel) -> None:
         diffusion = self.cfg.stage == "diffusion"
         for name, p in net.named_parameters():
-            p.requires_grad_(name.startswith(("unet.", "cond_proj.")) == diffusion)
+            p.requires_grad_(name.startswith(DECODER_PREFIXES) == diffusion)
 
     def data_summary(self) -> str:
         return (f"stage {self.cfg.stage}; {len(self.data.images)} images, {self.cfg.patch_size}px patches, "
@@ -195,13 +197,23 @@ class CDCTrainer(Trainer):
                     m.prior_z.table_freqs = torch.zeros_like(f.get_tensor(prefix + "prior_z.table_freqs"))
         super().load_checkpoint(path)
 
-    def init_weights(self, path) -> None:
-        """Warm start (e.g. the diffusion stage from the rd stage's export); fresh optimiser."""
+    def _load_same_config(self, path) -> dict:
         src = CDCModel.load(path)
         if src.config.to_dict() != self.net.config.to_dict():
             raise ValueError(f"{path}: CDC model config differs from this run's "
                              "(pass --config with the same settings)")
-        sd = {k: v.contiguous() for k, v in src.state_dict().items()}
+        return {k: v.contiguous() for k, v in src.state_dict().items()}
+
+    def init_weights(self, path, decoder_from=None) -> None:
+        """Warm start (e.g. the diffusion stage from the rd stage's export); fresh optimiser.
+
+        `decoder_from`: take the diffusion decoder (UNet and ŷ projection) from another CDC
+        model — one trained on an earlier encoder — instead of from `path`. A retrained
+        transform changes ŷ only a little, so the decoder starts far closer than from scratch."""
+        sd = self._load_same_config(path)
+        if decoder_from is not None:
+            dec = self._load_same_config(decoder_from)
+            sd.update({k: v for k, v in dec.items() if k.startswith(DECODER_PREFIXES)})
         for m in (self.net, self.ema.model):
             m.load_state(sd)
         self._set_trainable(self.net)
@@ -215,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default=None, help="default runs/cdc_<stage>")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", metavar="WEIGHTS", help="warm start from a CDC .safetensors (fresh optimiser)")
+    p.add_argument("--init-decoder", metavar="WEIGHTS",
+                   help="with --init: the diffusion decoder from this CDC model instead (same config)")
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN")
     p.add_argument("--batch-size", type=int, default=8)
@@ -248,7 +262,9 @@ def main(argv=None) -> int:
     if args.resume:
         trainer.load_checkpoint(ckpt)
     elif args.init:
-        trainer.init_weights(args.init)
+        trainer.init_weights(args.init, decoder_from=args.init_decoder)
+    elif args.init_decoder:
+        raise SystemExit("--init-decoder needs --init (the transforms and entropy models to train on)")
     n_train = sum(p.numel() for p in trainer.net.parameters() if p.requires_grad)
     print(f"data: {trainer.data_summary()}; training {n_train / 1e6:.2f} M parameters")
     result = trainer.run()
