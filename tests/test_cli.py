@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastdiffc import container
+from fastdiffc import container, precision
 from fastdiffc.cli import main
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "python" / "fastdiffc" / "samples" / "sample.png"
+AUTO = precision.resolve("auto")  # what DiffC files record by default on this machine
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     data = compressed.read_bytes()
     h, lengths = container.read_header(data)
     assert (h.pipeline, h.model_name, h.width, h.height, len(lengths)) == ("diffc", "gaussian", 48, 32, 20)
-    assert data[3] == 2 and h.params_version == 2 and h.precision == "float32"
+    assert data[3] == 2 and h.params_version == 2 and h.precision == AUTO  # DiffC's default precision
     png = tmp_path / "out.png"
     assert main(["decompress", str(compressed), "-o", str(png), "--method", "denoise", "--quiet"]) == 0
     assert Image.open(png).size == (48, 32)
@@ -49,12 +50,12 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     assert info["segments"] == 20 and info["complete"] and info["bytes"] == len(data)
     assert info["params"]["seed"] == 5 and info["model"] == "gaussian" and info["container_version"] == 2
     assert info["models"] == [{"role": "denoiser", "name": "gaussian", "hash": f"{h.model_hash:016x}", "version": ""}]
-    assert info["precision"] == "float32" and info["params_version"] == 2
+    assert info["precision"] == AUTO and info["params_version"] == 2
     assert info["params"]["shared_randomness"] == "philox" and info["params"]["grid_steps"] == 32
     assert main(["info", str(compressed)]) == 0
     text = capsys.readouterr().out
     assert "segments   20" in text and f"model      denoiser: gaussian (hash {h.model_hash:016x})" in text
-    assert "precision  float32" in text and "params     version 2" in text and "bits_per_chunk" in text
+    assert f"precision  {AUTO}" in text and "params     version 2" in text and "bits_per_chunk" in text
 
 
 def test_max_steps_and_truncated_file(compressed, tmp_path, capsys):

@@ -75,6 +75,19 @@ def tiny_unet():
     return UNetDenoiser(net, name="tiny-unet-test", content_hash=0x1234).eval().requires_grad_(False)
 
 
+def busy_unet():
+    """tiny_unet with its zero-initialised layers (residual branches, attention output, output conv)
+    drawn at random too, so every layer reaches the output as in a trained model and a change of
+    precision shows (the freshly initialised net returns v̂ = 0 whatever it computes in)."""
+    den = tiny_unet()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in den.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return den
+
+
 def photo_crop(h=32, w=48, top=60, left=150) -> np.ndarray:
     """A crop of the bundled sample photograph (a real photo: the ladybird on its stem)."""
     return np.asarray(Image.open(SAMPLE).convert("RGB"))[top : top + h, left : left + w].copy()
@@ -176,7 +189,8 @@ def test_same_bytes_across_runs_and_thread_counts():
 
 
 def _golden_bytes() -> bytes:
-    return DiffCCodec(PixelGaussian(), **SETTINGS).compress(photo_crop(), steps=10)
+    # float32 pinned: the golden file is a float32 file whatever the default precision becomes.
+    return DiffCCodec(PixelGaussian(), precision="float32", **SETTINGS).compress(photo_crop(), steps=10)
 
 
 def _pixels_md5(img) -> str:
@@ -192,7 +206,7 @@ def test_golden_bitstream():
     f = container.read(stored)
     assert (f.version, f.header.params_version, f.header.precision) == (2, 2, "float32")
     # The decoder on the stored file: its reconstructions are pinned too (ancestral: the Philox noise).
-    codec = DiffCCodec(PixelGaussian(), recon_steps=4, **SETTINGS)
+    codec = DiffCCodec(PixelGaussian(), recon_steps=4, precision="float32", **SETTINGS)
     for method in ("denoise", "flow", "ancestral"):
         assert _pixels_md5(codec.decompress(stored, method=method)) == expected[f"{method}_pixels_md5"], method
 
@@ -432,7 +446,8 @@ def test_other_pipeline_and_bad_params_rejected():
         (dict(params=good, params_version=4), UnsupportedVersionError, "parameter block version 4"),
         (dict(params=good, params_version=3), TruncatedError, "tile"),  # version 3 = version 2 + tiling
         (dict(params=good + b"\x08\x00", params_version=3), InvalidFieldError, "tile must be a multiple of 16"),
-        (dict(params=good, precision="bfloat16"), InvalidFieldError, "bfloat16"),
+        (dict(params=v1, params_version=1, precision="bfloat16"), InvalidFieldError,
+         "float32 but the header's precision is bfloat16"),  # version-1 files predate bfloat16
         (dict(params=good, models=()), InvalidFieldError, "no denoiser"),
         (dict(params=DiffCSettings(**{**SETTINGS, "seed": 3}).to_bytes().replace(
             np.float32(4.0).tobytes(), np.float32(2560.0).tobytes())), InvalidFieldError, "2560"),
@@ -481,6 +496,7 @@ def test_settings_validation_and_header_round_trip():
     for bad, match in [(dict(seed=-1), "seed"), (dict(schedule="sqrt"), "schedule"), (dict(grid_steps=0), "grid"),
                        (dict(bits_per_chunk=0), "bits_per_chunk"), (dict(margin=0.3), "margin"),
                        (dict(scheme="best"), "scheme"), (dict(dtype="float16"), "dtype"),
+                       (dict(dtype="bfloat16", params_version=1), "version-1 parameter blocks record"),
                        (dict(logsnr_min=5, logsnr_max=1), "logsnr_min < logsnr_max"),
                        (dict(logsnr_max=2560.0), "logsnr_max must be a log-SNR in \\[-30, 30\\]"),
                        (dict(logsnr_min=-30.5), "logsnr_min"), (dict(params_version=3), "version")]:
@@ -517,6 +533,96 @@ def test_float64_needs_a_model_that_runs_it():
     h = _diffc_header(params, precision="float64", models=(container.ModelRef("denoiser", unet.name, 0x1234),))
     with pytest.raises(InvalidFieldError, match="float64"):
         DiffCCodec(unet).decompress(container.write(h, []))
+
+
+# ---------------------------------------------------------------------------- precision
+
+
+@pytest.fixture(scope="module")
+def unet_files():
+    """The same crop coded with the small UNet in float32 and in bfloat16: {precision: (bytes, Encoding)}."""
+    return {p: DiffCCodec(busy_unet(), precision=p, **SETTINGS).encode_image(photo_crop(), steps=8)
+            for p in ("float32", "bfloat16")}
+
+
+def test_bfloat16_file_round_trips_exactly(unet_files):
+    data, enc = unet_files["bfloat16"]
+    assert container.read(data).header.precision == "bfloat16"
+    assert DiffCCodec.describe_params(container.read(data).header)["dtype"] == "bfloat16"
+    # A decoder given no precision follows the header: the sender's z_K bit for bit, in float32.
+    z, *_ = DiffCCodec(busy_unet(), **SETTINGS).decode_latent(data)
+    assert z.dtype == torch.float32 and torch.equal(z, enc.z)
+    z_auto, *_ = DiffCCodec(busy_unet(), precision="auto", **SETTINGS).decode_latent(data)
+    assert torch.equal(z_auto, enc.z)
+    # bfloat16 really ran: the float32 encoder's latent differs (by model rounding only).
+    z32 = unet_files["float32"][1].z
+    assert not torch.equal(z32, enc.z)
+    assert DiffCCodec(busy_unet(), precision="bfloat16", **SETTINGS).compress(photo_crop(), steps=8) == data
+
+
+def test_float32_file_decodes_in_float32(unet_files):
+    data, enc = unet_files["float32"]
+    assert container.read(data).header.precision == "float32"
+    for decoder in (DiffCCodec(busy_unet()), DiffCCodec(busy_unet(), precision="auto")):
+        assert decoder.decode_precision(DiffCSettings(**SETTINGS)) == "float32"
+        z, *_ = decoder.decode_latent(data)
+        assert torch.equal(z, enc.z)
+
+
+def test_explicit_receiver_precision_drifts_but_stays_in_sync(unet_files):
+    """A decoder told float32 for a bfloat16 file computes in float32: its z_K differs from the
+    sender's by model rounding, never by a desynchronised step (RCC decoding reads integers)."""
+    data, enc = unet_files["bfloat16"]
+    drifting = DiffCCodec(busy_unet(), precision="float32", recon_steps=4, **SETTINGS)
+    z, *_ = drifting.decode_latent(data)
+    assert not torch.equal(z, enc.z)
+    assert float((z - enc.z).abs().max()) < 0.05  # a desynchronised step would be off by O(1)
+    following = DiffCCodec(busy_unet(), recon_steps=4, **SETTINGS)
+    a, b = np.asarray(drifting.decompress(data), np.int16), np.asarray(following.decompress(data), np.int16)
+    assert np.abs(a - b).max() <= 8
+    # Only float32 and bfloat16 stand in for each other: a float64 file stays float64.
+    from fastdiffc.pipelines.diffc import model_calls
+
+    s64 = DiffCSettings(**SETTINGS, dtype="float64")
+    assert DiffCCodec(gaussian_model(), precision="bfloat16").decode_precision(s64) == "float64"
+    with pytest.raises(ValueError, match="float64 DiffC file cannot be decoded in bfloat16"):
+        model_calls(gaussian_model(), s64, "bfloat16")
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from fastdiffc import precision
+
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(precision, "hardware_bfloat16", lambda native=native: native)
+        codec = DiffCCodec(PixelGaussian(), precision="auto", **SETTINGS)
+        assert codec.settings.dtype == want
+        assert container.read(codec.compress(photo_crop(8, 8), steps=1)).header.precision == want
+
+
+def test_precision_names_and_the_dtype_alias():
+    assert DiffCCodec(PixelGaussian(), dtype="bfloat16").settings.dtype == "bfloat16"  # the older name
+    assert DiffCCodec(PixelGaussian(), precision="float32").settings.dtype == "float32"
+    with pytest.raises(ValueError, match="precision must be 'auto' or one of float32, bfloat16, float64, got 'fp16'"):
+        DiffCCodec(PixelGaussian(), precision="fp16")
+    with pytest.raises(ValueError, match="precision must be 'auto' or one of .*, got 'float16'"):
+        DiffCCodec(PixelGaussian(), dtype="float16")
+    with pytest.raises(ValueError, match="precision given twice"):
+        DiffCCodec(PixelGaussian(), precision="float32", dtype="float32")
+
+
+def test_hybrid_keeps_its_gaussian_part_exact_in_bfloat16():
+    """bfloat16 is the UNet's: the analytic Gaussian part of a hybrid computes in float64 either way."""
+    from fastdiffc import precision
+    from fastdiffc.models.composite import CompositeDenoiser
+
+    hybrid = CompositeDenoiser([gaussian_model(), busy_unet()], [-1.5], name="hybrid-test", content_hash=9)
+    fast = precision.for_model(hybrid, "bfloat16")
+    z = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    low, high = torch.full((1,), -4.0), torch.full((1,), 2.0)
+    assert torch.equal(fast(z, low), hybrid(z, low))  # the Gaussian: identical
+    out = fast(z, high)
+    assert out.dtype == torch.float32 and not torch.equal(out, hybrid(z, high))  # the UNet: bfloat16
+    assert float((out - hybrid(z, high)).abs().max()) < 0.05
 
 
 # ---------------------------------------------------------------------------- knobs

@@ -49,4 +49,36 @@ def autocast(precision: str):
     return nullcontext()
 
 
-__all__ = ["PRECISIONS", "autocast", "hardware_bfloat16", "resolve"]
+class AutocastDenoiser:
+    """A denoiser whose calls run under `autocast(precision)` and return float32.
+
+    The cast back is why this exists: whatever a model returns under autocast (bfloat16 from a
+    final convolution, float32 from a wrapper that mixes in z), the sampler arithmetic that
+    consumes it (DiffC's μ and z_k, DIRAC's steps, the flow ODE) stays float32 on both sides of
+    a file. Other attributes (name, content_hash, spec, conditioning, ...) are the model's.
+    """
+
+    def __init__(self, denoiser, precision: str):
+        self.denoiser = denoiser
+        self.precision = precision
+
+    def __getattr__(self, item):
+        if item == "denoiser":  # not set yet (copy / unpickling): no recursion
+            raise AttributeError(item)
+        return getattr(self.denoiser, item)
+
+    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        with autocast(self.precision):
+            out = self.denoiser(z, logsnr, cond)
+        return out.float()
+
+
+def for_model(denoiser, precision: str):
+    """`denoiser` computing in `precision`: the model itself for float32 and float64 (so those
+    paths, and every file written with them, are untouched), an AutocastDenoiser for bfloat16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return AutocastDenoiser(denoiser, precision) if precision == "bfloat16" else denoiser
+
+
+__all__ = ["PRECISIONS", "AutocastDenoiser", "autocast", "for_model", "hardware_bfloat16", "resolve"]

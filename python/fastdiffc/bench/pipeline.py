@@ -29,6 +29,8 @@ def add_arguments(p):
     p.add_argument("--model", default=None, help="model name (default: the default model)")
     p.add_argument("--method", default="flow", choices=["flow", "ancestral", "denoise"])
     p.add_argument("--recon-steps", type=int, default=20)
+    p.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
+                   help="model-call precision (default: the pipeline's, \"auto\": bfloat16 where the CPU has it)")
 
 
 def _photo(path, size):
@@ -90,7 +92,7 @@ def run_dirac(args) -> dict:
         raise ValueError(f"--decode-steps must be comma-separated integers, got {args.decode_steps!r}") from None
     w, h = _size(args.size)
     image, source = _photo(args.image, (w, h))
-    codec = DiracCodec(args.model)
+    codec = DiracCodec(args.model, **_precision(args))
     model = codec.model_for_encoding()
     t0 = time.perf_counter()
     data = codec.compress(image, bpp=args.bpp, base=args.base)
@@ -114,7 +116,7 @@ def run_diffc(args) -> dict:
 
     w, h = _size(args.size)
     image, source = _photo(args.image, (w, h))
-    codec = DiffCCodec(args.model, recon_steps=args.recon_steps)
+    codec = DiffCCodec(args.model, recon_steps=args.recon_steps, **_precision(args))
     model = codec.model_for_encoding()
     t0 = time.perf_counter()
     data, enc = codec.encode_image(image, bpp=args.bpp)
@@ -142,8 +144,15 @@ def run_diffc(args) -> dict:
         "method": args.method,
         "recon_steps": args.recon_steps,
         "psnr": psnr(out, np.asarray(image)),
+        "precision": f.header.precision,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _precision(args) -> dict:
+    """The codec's precision argument when --precision was given (else the pipeline's default)."""
+    value = getattr(args, "precision", None)
+    return {} if value is None else {"precision": value}
 
 
 def format_report(r: dict) -> str:
@@ -158,7 +167,8 @@ def format_report(r: dict) -> str:
             lines.append(f"  decode    {d['seconds']:.2f} s with {k} steps, PSNR {d['psnr']:.2f} dB")
         return "\n".join(lines + [calib])
     return "\n".join([
-        f"DiffC pipeline, model {r['model']}, {r['width']}x{r['height']} ({r['image']}), {r['torch_threads']} threads",
+        f"DiffC pipeline, model {r['model']}, {r['width']}x{r['height']} ({r['image']}), {r['torch_threads']} threads, "
+        f"{r['precision']}",
         f"  rate      {r['bpp']:.4f} bpp ({r['bytes']} bytes; target {r['target_bpp']}), {r['steps']} steps, "
         f"{r['rcc_chunks']} RCC chunks, ideal (sum KL) {r['ideal_bpp']:.4f} bpp",
         f"  container {r['container_overhead_bytes']} bytes = {r['container_overhead_pct']:.2f}% of the payload",

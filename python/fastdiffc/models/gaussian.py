@@ -109,12 +109,15 @@ class GaussianDenoiser(torch.nn.Module):
             raise ValueError("the Gaussian denoiser is unconditional; cond must be None")
         self._check_image(z)
         n, _, h, w = z.shape
-        lam = torch.as_tensor(logsnr, dtype=torch.float64, device=z.device).reshape(-1).expand(n)
-        a, s = alpha_sigma(lam)
-        v = self.variances(h, w)
-        coeffs = self._to_coeffs(z.double(), a)
-        gain = rd_theory.wiener_gain(v, torch.exp(lam)[:, None, None, None], a[:, None, None, None])
-        return self._from_coeffs(gain * coeffs).to(z.dtype)
+        # The exact filter stays float64 even inside a bfloat16 autocast region (the hybrid model runs
+        # its UNet part there): rounding its DCTs would cost rate for no speed (they are cheap).
+        with torch.autocast(z.device.type, enabled=False):
+            lam = torch.as_tensor(logsnr, dtype=torch.float64, device=z.device).reshape(-1).expand(n)
+            a, s = alpha_sigma(lam)
+            v = self.variances(h, w)
+            coeffs = self._to_coeffs(z.double(), a)
+            gain = rd_theory.wiener_gain(v, torch.exp(lam)[:, None, None, None], a[:, None, None, None])
+            return self._from_coeffs(gain * coeffs).to(z.dtype)
 
     # ------------------------------------------------------------------ sampling
     def sample_prior(self, n: int, height: int, width: int, *, generator=None, dtype=torch.float64) -> torch.Tensor:

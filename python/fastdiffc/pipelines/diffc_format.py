@@ -20,6 +20,7 @@ from .. import rcc
 from ..container import Reader, put_varint
 from ..diffusion.schedules import get_schedule
 from ..errors import FormatError, InvalidFieldError, UnsupportedVersionError
+from ..precision import PRECISIONS
 from .base import checked_seed
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
@@ -67,6 +68,8 @@ class DiffCSettings:
     bits_per_chunk: int = 10
     margin: float = 2.0
     scheme: str = "pfr"
+    # The compute precision, recorded as the header's precision: float32; bfloat16 (the model calls
+    # under autocast, everything else — z, μ, RCC — float32); or float64 (a model that computes in it).
     dtype: str = "float32"
     params_version: int = PARAMS_VERSION  # 1 only for files written before container v2; 3 when tiled
     # Tiled model calls (diffusion.tiling; version 3 only): the window side and the blended overlap
@@ -78,10 +81,12 @@ class DiffCSettings:
         checked_seed(self.seed)
         if self.schedule not in SCHEDULE_IDS:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULE_IDS)}")
-        if self.dtype not in DTYPE_IDS:
-            raise ValueError(f"dtype must be one of {sorted(DTYPE_IDS)}, got {self.dtype!r}")
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"DiffC precision (dtype) must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
         if self.params_version not in PARAMS_VERSIONS:
             raise ValueError(f"DiffC parameter version must be one of {PARAMS_VERSIONS}, got {self.params_version!r}")
+        if self.params_version == 1 and self.dtype not in DTYPE_IDS:
+            raise ValueError(f"version-1 parameter blocks record {' or '.join(DTYPE_IDS)}, not {self.dtype}")
         if not 1 <= int(self.grid_steps) <= 100_000:
             raise ValueError(f"grid_steps must be in 1..100000, got {self.grid_steps}")
         object.__setattr__(self, "seed", int(self.seed))
@@ -159,8 +164,8 @@ class DiffCSettings:
         dtype = decoded[2] if version == 1 else precision
         if dtype != precision:
             raise InvalidFieldError(f"DiffC parameters say {dtype} but the header's precision is {precision}")
-        if dtype not in DTYPE_IDS:
-            raise InvalidFieldError(f"DiffC computes in {' or '.join(DTYPE_IDS)}, not {dtype}")
+        if dtype not in PRECISIONS:
+            raise InvalidFieldError(f"DiffC computes in {', '.join(PRECISIONS)}, not {dtype}")
         try:
             return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version, tile, overlap)
         except ValueError as e:
@@ -169,6 +174,7 @@ class DiffCSettings:
     # -- derived -------------------------------------------------------------------------
     @property
     def torch_dtype(self) -> torch.dtype:
+        """The dtype of z, x̂0 and μ_Q: bfloat16 is only the model calls' precision."""
         return torch.float64 if self.dtype == "float64" else torch.float32
 
     def grid(self) -> list[float]:

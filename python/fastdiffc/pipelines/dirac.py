@@ -80,10 +80,10 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
         raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
     lams = schedule(spec.logsnr_start, spec.logsnr_end)
     k_r = spec.residual_scale
+    model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
         z = shared_normals(seed, DOMAIN_START, x_base.shape)
-        with precisions.autocast(precision):
-            r_hat = model(z, lams[0], cond).float()
+        r_hat = model(z, lams[0], cond)
         first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
         if trajectory is not None:
             trajectory(0, first)
@@ -92,8 +92,7 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
         for k in range(1, steps + 1):
             c_z, c_x, std = posterior_coefficients_f(lams[k - 1], lams[k])
             z = c_z * z + c_x * r_hat + std * shared_normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
-            with precisions.autocast(precision):
-                r_hat = model(z, lams[k], cond).float()
+            r_hat = model(z, lams[k], cond)
             if trajectory is not None:
                 trajectory(k, (x_base + r_hat / k_r).clamp(-1, 1))
     return (x_base + r_hat / k_r).clamp(-1, 1)
