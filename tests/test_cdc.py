@@ -17,6 +17,7 @@ import pytest
 import torch
 from fastdiffc import container
 from fastdiffc import entropy_models as em
+from fastdiffc.cli import main
 from fastdiffc.errors import (
     ChecksumError,
     DecodeBudgetError,
@@ -416,6 +417,35 @@ def test_training_smoke_checkpoint_resume_export(tmp_path):
         assert torch.equal(m.g_a[0].weight, new_rd.g_a[0].weight)
         assert torch.equal(m.unet.conv_in.weight, decoder.unet.conv_in.weight)
         assert torch.equal(m.cond_proj.weight, decoder.cond_proj.weight)
+
+
+def test_level_rates_recorded_and_listed(model, tmp_path, capsys, monkeypatch):
+    """scripts/cdc_level_rates.py measures real files per level and writes them into the model
+    file (tensors unchanged); `fastdiffc models` shows them."""
+    import importlib.util
+
+    from fastdiffc.models import registry
+
+    spec = importlib.util.spec_from_file_location("cdc_level_rates", ROOT / "scripts" / "cdc_level_rates.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    weights, photos = tmp_path / "weights", tmp_path / "photos"
+    weights.mkdir(), photos.mkdir()
+    photo(96, 64).save(photos / "a.png")
+    model.save(weights / "cdc.safetensors")
+    assert script.main([str(weights / "cdc.safetensors"), "--photos", str(photos)]) == 0
+    levels = registry.list_models(weights)[0].config["level_rates"]["levels"]
+    reloaded = CDCModel.load(weights / "cdc.safetensors")  # named as the file: the header holds the name
+    codec = CDCCodec(reloaded)
+    for lv in levels:
+        assert lv["bpp"] == pytest.approx(8 * len(codec.compress(photo(96, 64), level=lv["level"])) / (96 * 64),
+                                          abs=1e-4)
+    assert [lv["bpp"] for lv in levels] == sorted(lv["bpp"] for lv in levels)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert f"levels 0: {levels[0]['bpp']:.2f} bpp" in capsys.readouterr().out
 
 if __name__ == "__main__":  # pragma: no cover
     _make_golden()

@@ -20,7 +20,19 @@ def _composite_fields(m) -> dict:
     return {"parts": cfg.get("parts"), "switch_logsnr": cfg.get("switch_logsnr"), "status": composite_status(m)}
 
 
+def _level_rates(m) -> list | None:
+    """A CDC model's measured rate per level (scripts/cdc_level_rates.py), if recorded."""
+    rates = m.config.get("level_rates")
+    return rates.get("levels") if isinstance(rates, dict) and isinstance(rates.get("levels"), list) else None
+
+
 def _describe(r: dict) -> str:
+    if r.get("level_rates"):
+        levels = r["level_rates"]
+        try:
+            return "  [levels " + ", ".join(f"{lv['level']}: {lv['bpp']:.2f} bpp" for lv in levels) + " (held-out)]"
+        except (KeyError, TypeError, ValueError):
+            return "  [level rates unreadable]"
     if r["class"] != "composite":
         return ""
     parts, switches = r.get("parts"), r.get("switch_logsnr")
@@ -39,6 +51,8 @@ def run(args) -> int:
                "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path)}
         if m.cls == "composite":
             row.update(_composite_fields(m))
+        if _level_rates(m):
+            row["level_rates"] = _level_rates(m)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
