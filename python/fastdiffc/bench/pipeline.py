@@ -2,6 +2,7 @@
 
 `--pipeline diffc` (default): encode, flow decode, container overhead, PSNR.
 `--pipeline dirac`: the base codec's encode (bpp search), decode with 0 and 20 diffusion steps.
+`--pipeline cdc`: the transform coder's encode (level search), decode with 0 and 8 diffusion steps.
 Every run also times the bare RCC generation loop (Philox + normal table, 2^20 candidates x
 1024 dims) as a calibration figure, so timings from machines of different speed (or one
 machine at different loads) can be compared. The photo is --image if given, else
@@ -16,17 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import container
+from ..eval.contenders import resolve_model_ref
+
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.png"
 
 
 def add_arguments(p):
-    p.add_argument("--pipeline", default="diffc", choices=["diffc", "dirac"])
+    p.add_argument("--pipeline", default="diffc", choices=["diffc", "dirac", "cdc"])
     p.add_argument("--base", default="avif", help="DIRAC's base codec (default avif)")
-    p.add_argument("--decode-steps", default="0,20", help="DIRAC decode_steps to time (default 0,20)")
+    p.add_argument("--decode-steps", default=None,
+                   help="DIRAC / CDC decode_steps to time (default 0,20 for DIRAC, 0,8 for CDC: their budgets)")
     p.add_argument("--image", default=None, help="photo to use (resized to --size)")
     p.add_argument("--size", default="768x512", help="WxH (default 768x512)")
     p.add_argument("--bpp", type=float, default=0.25, help="target bits per pixel (default 0.25)")
-    p.add_argument("--model", default=None, help="model name (default: the default model)")
+    p.add_argument("--model", default=None,
+                   help="model name or .safetensors file (default: the pipeline's default model)")
     p.add_argument("--method", default="flow", choices=["flow", "ancestral", "denoise"])
     p.add_argument("--recon-steps", type=int, default=20)
     p.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
@@ -64,9 +70,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+# The step counts each pipeline's decode budget is stated at (its issue's acceptance).
+DEFAULT_DECODE_STEPS = {"dirac": "0,20", "cdc": "0,8"}
+
+
 def run(args) -> dict:
-    if args.pipeline == "dirac":
-        return {**run_dirac(args), **calibration()}
+    if args.pipeline in DEFAULT_DECODE_STEPS:
+        return {**run_diffusion_decoder(args), **calibration()}
     return {**run_diffc(args), **calibration()}
 
 
@@ -80,26 +90,33 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def run_dirac(args) -> dict:
+def run_diffusion_decoder(args) -> dict:
+    """DIRAC or CDC: one encode at the bpp ceiling, then a decode per step count."""
     import torch
 
     from ..image_io import psnr
-    from ..pipelines.dirac import DiracCodec
+    from ..pipelines import load_codec
 
+    text = args.decode_steps or DEFAULT_DECODE_STEPS[args.pipeline]
     try:
-        steps = sorted({int(v) for v in args.decode_steps.split(",")})
+        steps = sorted({int(v) for v in text.split(",")})
     except ValueError:
-        raise ValueError(f"--decode-steps must be comma-separated integers, got {args.decode_steps!r}") from None
+        raise ValueError(f"--decode-steps must be comma-separated integers, got {text!r}") from None
     w, h = _size(args.size)
     image, source = _photo(args.image, (w, h))
-    codec = DiracCodec(args.model, **_precision(args))
+    options = _precision(args)
+    if options and args.pipeline != "dirac":
+        raise ValueError(f"--precision applies to diffc and dirac, not {args.pipeline}")
+    codec = load_codec(args.pipeline, model=resolve_model_ref(args.model), **options)
     model = codec.model_for_encoding()
+    rate = {"base": args.base} if args.pipeline == "dirac" else {}
     t0 = time.perf_counter()
-    data = codec.compress(image, bpp=args.bpp, base=args.base)
+    data = codec.compress(image, bpp=args.bpp, **rate)
     t1 = time.perf_counter()
-    out = {"pipeline": "dirac", "model": model.name, "image": source, "width": w, "height": h, "base": args.base,
+    out = {"pipeline": args.pipeline, "model": model.name, "image": source, "width": w, "height": h, **rate,
            "target_bpp": args.bpp, "bpp": 8 * len(data) / (w * h), "bytes": len(data), "encode_seconds": t1 - t0,
-           "precision": codec._resolved_precision, "torch_threads": torch.get_num_threads(), "decode": {}}
+           "precision": container.read(data).header.precision, "torch_threads": torch.get_num_threads(),
+           "decode": {}}
     for k in steps:
         t0 = time.perf_counter()
         rec = codec.decompress(data, decode_steps=k)
@@ -110,13 +127,12 @@ def run_dirac(args) -> dict:
 def run_diffc(args) -> dict:
     import torch
 
-    from .. import container
     from ..image_io import psnr
     from ..pipelines.diffc import DiffCCodec
 
     w, h = _size(args.size)
     image, source = _photo(args.image, (w, h))
-    codec = DiffCCodec(args.model, recon_steps=args.recon_steps, **_precision(args))
+    codec = DiffCCodec(resolve_model_ref(args.model), recon_steps=args.recon_steps, **_precision(args))
     model = codec.model_for_encoding()
     t0 = time.perf_counter()
     data, enc = codec.encode_image(image, bpp=args.bpp)
@@ -158,11 +174,13 @@ def _precision(args) -> dict:
 def format_report(r: dict) -> str:
     calib = (f"  calibration: bare RCC generation loop {r['calibration_seconds']:.3f} s "
              f"({r['calibration_gnormals_per_s']:.2f} G normals/s)")
-    if r["pipeline"] == "dirac":
-        lines = [f"DIRAC pipeline, model {r['model']}, base {r['base']}, {r['width']}x{r['height']} ({r['image']}), "
-                 f"{r['torch_threads']} threads, {r['precision']}",
+    if r["pipeline"] in DEFAULT_DECODE_STEPS:
+        what = f"base {r['base']}, " if "base" in r else ""
+        search = "base codec, quality search" if "base" in r else "level search"
+        lines = [f"{r['pipeline'].upper()} pipeline, model {r['model']}, {what}{r['width']}x{r['height']} "
+                 f"({r['image']}), {r['torch_threads']} threads, {r['precision']}",
                  f"  rate      {r['bpp']:.4f} bpp ({r['bytes']} bytes; ceiling {r['target_bpp']})",
-                 f"  encode    {r['encode_seconds']:.2f} s (base codec, quality search)"]
+                 f"  encode    {r['encode_seconds']:.2f} s ({search})"]
         for k, d in r["decode"].items():
             lines.append(f"  decode    {d['seconds']:.2f} s with {k} steps, PSNR {d['psnr']:.2f} dB")
         return "\n".join(lines + [calib])
