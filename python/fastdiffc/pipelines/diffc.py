@@ -56,13 +56,16 @@ from ..image_io import image_size, prepare_image, tensor_to_pil
 from ..models.resources import activation_bytes_per_pixel
 from .base import Budget, Codec, Knob, model_identity, model_threads, resolve_model
 from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
+    DEFAULT_SCHEME,
     DTYPE_IDS,
     LOGSNR_LIMIT,
     MAX_DECODE_PIXELS,
     PARAMS_VERSION,
     PARAMS_VERSIONS,
     SCHEDULE_IDS,
+    SCHEME_DEFAULTS,
     SCHEME_IDS,
+    TREE_PARAMS_VERSION,
     DiffCSettings,
 )
 
@@ -303,6 +306,10 @@ DECODE_BYTES_PER_PIXEL = 160
 RATE_KNOBS = (
     Knob("steps", int, "rate", minimum=1,
          help="number of diffusion steps to transmit (1..the grid's steps, 32 by default); instead of bpp"),
+    Knob("scheme", str, "rate", choices=tuple(SCHEME_DEFAULTS), sets_size=False,
+         help="RCC scheme of the file, with that scheme's default settings: pfr (2^10 candidates per chunk), "
+              "importance, or tree (a beam-searched tree codebook per chunk, parameter version 4); "
+              "default: the codec's (pfr)"),
 )
 DECODE_KNOBS = (
     Knob("method", str, "decode", default="flow", choices=METHODS,
@@ -346,9 +353,14 @@ class DiffCCodec(Codec):
     photos, never the evaluation ones). dtype="float64" needs a model that runs in float64
     (the analytic Gaussian one; not the UNet or the hybrid).
 
-    Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None) — `bpp` is a ceiling:
-    the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when neither
-    is given); decompress(data, *, method, max_steps, recon_steps, flow_offset, allow_truncated).
+    The RCC scheme is the setting `scheme` (pfr by default; tree writes parameter version 4):
+    given alone it brings its own RCC settings (diffc_format.SCHEME_DEFAULTS), which
+    bits_per_chunk, margin, levels and beam override.
+
+    Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None, scheme=None) — `bpp` is a
+    ceiling: the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when
+    neither is given); `scheme` codes this file with another RCC scheme and its defaults;
+    decompress(data, *, method, max_steps, recon_steps, flow_offset, allow_truncated).
     """
 
     pipeline = "diffc"
@@ -363,10 +375,11 @@ class DiffCCodec(Codec):
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
         self._file_models: dict = {}  # shipped models named by files, by (name, hash)
-        self.settings = DiffCSettings(**settings)
-        if self.settings.params_version not in (2, 3) or self.settings.tile:
-            raise ValueError("DiffC writes parameter versions 2 and 3 only (version 1 files are read, never "
-                             "written); give the tiling as tile= and tile_overlap=")
+        scheme = settings.get("scheme", DEFAULT_SCHEME)
+        self.settings = DiffCSettings(**{**SCHEME_DEFAULTS.get(scheme, {}), **settings})
+        if self.settings.params_version not in (2, 3, TREE_PARAMS_VERSION) or self.settings.tile:
+            raise ValueError("DiffC writes parameter versions 2 and 3 only for the flat RCC schemes, 4 for the tree "
+                             "(version 1 files are read, never written); give the tiling as tile= and tile_overlap=")
         if tile:  # validated as DiffCSettings would validate a version-3 block
             replace(self.settings, tile=int(tile), tile_overlap=int(tile_overlap))
         self.tile, self.tile_overlap = int(tile), int(tile_overlap)
@@ -445,16 +458,23 @@ class DiffCCodec(Codec):
         per = 2 if (method == "flow" and self.solver == "heun") else 1
         return per * recon_steps + 1
 
-    def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None) -> tuple[bytes, Encoding]:
+    def settings_for(self, scheme: str | None = None) -> DiffCSettings:
+        """The codec's settings, or with another RCC scheme (and its defaults) when `scheme` differs."""
+        if scheme is None or scheme == self.settings.scheme:
+            return self.settings
+        return self.settings.with_scheme(scheme)
+
+    def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None,
+                     scheme: str | None = None) -> tuple[bytes, Encoding]:
         """`compress`, also returning the sender's Encoding (per-step KL, chunks, final z)."""
-        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps})
+        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps, "scheme": scheme})
         bpp, steps = knobs["bpp"], knobs["steps"]
         if bpp is None and steps is None:
             bpp = DEFAULT_BPP
         height, width = image_size(image)
         self.budget.check_pixels(height, width, decoding=False)
         model = self.model_for_encoding()
-        settings = self.settings.for_image(height, width, self.tile, self.tile_overlap)
+        settings = self.settings_for(knobs["scheme"]).for_image(height, width, self.tile, self.tile_overlap)
         calls = steps if steps is not None else settings.grid_steps
         self._check_budget(model, height, width, settings, calls, "compressing", decoding=False)
         prep = prepare_image(image)
@@ -478,9 +498,10 @@ class DiffCCodec(Codec):
         return write(header, enc.segments), enc
 
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
-        """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp)."""
+        """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp);
+        `scheme` picks the RCC scheme of this file (default: the codec's)."""
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
-        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"])[0]
+        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"], scheme=knobs["scheme"])[0]
 
     # -- decompress ----------------------------------------------------------------------
     @classmethod
