@@ -78,19 +78,23 @@ def test_progressive_prefixes_decode(tree_encoding):
 
 
 def test_scheme_knob_and_setting_agree():
-    """compress(scheme="tree") on a pfr codec writes the file a tree codec writes (the scheme's defaults)."""
+    """compress(scheme="tree") on a pfr codec writes the file a tree codec writes (the scheme's defaults);
+    the tree is the codec's default, and b or a margin without a scheme still mean pfr."""
     img = photo_crop(16, 24)
     base = {k: v for k, v in SETTINGS.items() if k not in ("bits_per_chunk", "margin")}
-    pfr_codec = DiffCCodec(PixelGaussian(), **base)
+    pfr_codec = DiffCCodec(PixelGaussian(), scheme="pfr", **base)
     by_knob = pfr_codec.compress(img, steps=5, scheme="tree")
     by_setting = DiffCCodec(PixelGaussian(), scheme="tree", **base).compress(img, steps=5)
-    assert by_knob == by_setting
+    assert by_knob == by_setting == DiffCCodec(PixelGaussian(), **base).compress(img, steps=5)
+    assert DiffCCodec(PixelGaussian(), bits_per_chunk=12, **base).settings.scheme == "pfr"
+    assert DiffCCodec(PixelGaussian(), margin=4.0, **base).settings.bits_per_chunk == 10
+    assert DiffCCodec(PixelGaussian(), levels=16, **base).settings.rcc_settings.chunk_bits == 64
     h = container.read(by_knob).header
     s = DiffCSettings.from_bytes(h.params, h.params_version)
     tree = SCHEME_DEFAULTS["tree"]
     assert (h.params_version, s.scheme, s.bits_per_chunk, s.margin, s.levels, s.beam) == \
         (4, "tree", tree["bits_per_chunk"], tree["margin"], tree["levels"], tree["beam"])
-    # The codec's own scheme stays the default: a pfr file of version 2, like before the tree.
+    # A pfr codec writes version 2, exactly as before the tree existed.
     plain = pfr_codec.compress(img, steps=5)
     assert container.read(plain).header.params_version == 2
     assert plain == pfr_codec.compress(img, steps=5, scheme="pfr")

@@ -56,7 +56,7 @@ from ..image_io import image_size, prepare_image, tensor_to_pil
 from ..models.resources import activation_bytes_per_pixel
 from .base import Budget, Codec, Knob, model_identity, model_threads, resolve_model
 from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
-    DEFAULT_SCHEME,
+    DEFAULT_FILE_SCHEME,
     DTYPE_IDS,
     LOGSNR_LIMIT,
     MAX_DECODE_PIXELS,
@@ -307,9 +307,9 @@ RATE_KNOBS = (
     Knob("steps", int, "rate", minimum=1,
          help="number of diffusion steps to transmit (1..the grid's steps, 32 by default); instead of bpp"),
     Knob("scheme", str, "rate", choices=tuple(SCHEME_DEFAULTS), sets_size=False,
-         help="RCC scheme of the file, with that scheme's default settings: pfr (2^10 candidates per chunk), "
-              "importance, or tree (a beam-searched tree codebook per chunk, parameter version 4); "
-              "default: the codec's (pfr)"),
+         help="RCC scheme of the file, with that scheme's default settings: tree (a beam-searched tree codebook "
+              "per chunk, parameter version 4; the default), pfr (2^10 candidates per chunk, the default "
+              "before) or importance"),
 )
 DECODE_KNOBS = (
     Knob("method", str, "decode", default="flow", choices=METHODS,
@@ -353,9 +353,10 @@ class DiffCCodec(Codec):
     photos, never the evaluation ones). dtype="float64" needs a model that runs in float64
     (the analytic Gaussian one; not the UNet or the hybrid).
 
-    The RCC scheme is the setting `scheme` (pfr by default; tree writes parameter version 4):
-    given alone it brings its own RCC settings (diffc_format.SCHEME_DEFAULTS), which
-    bits_per_chunk, margin, levels and beam override.
+    The RCC scheme is the setting `scheme` (tree by default, parameter version 4; pfr and importance
+    write versions 2 / 3): given alone it brings its own RCC settings (diffc_format.SCHEME_DEFAULTS),
+    which bits_per_chunk, margin, levels and beam override; bits_per_chunk or margin without a
+    scheme mean pfr, as they did before the tree was the default.
 
     Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None, scheme=None) — `bpp` is a
     ceiling: the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when
@@ -375,11 +376,14 @@ class DiffCCodec(Codec):
         self._model_arg = model
         self._model = None if model is None or isinstance(model, str) else model
         self._file_models: dict = {}  # shipped models named by files, by (name, hash)
-        scheme = settings.get("scheme", DEFAULT_SCHEME)
-        self.settings = DiffCSettings(**{**SCHEME_DEFAULTS.get(scheme, {}), **settings})
-        if self.settings.params_version not in (2, 3, TREE_PARAMS_VERSION) or self.settings.tile:
+        # New files use the tree codebook. b or a margin given without a scheme keep the meaning they had
+        # before the tree was the default — pfr's (e.g. bits_per_chunk=12 is pfr with 2^12 candidates).
+        scheme = settings.get("scheme") or ("pfr" if {"bits_per_chunk", "margin"} & settings.keys()
+                                            else DEFAULT_FILE_SCHEME)
+        if settings.get("params_version", PARAMS_VERSION) not in (2, 3, TREE_PARAMS_VERSION):
             raise ValueError("DiffC writes parameter versions 2 and 3 only for the flat RCC schemes, 4 for the tree "
                              "(version 1 files are read, never written); give the tiling as tile= and tile_overlap=")
+        self.settings = DiffCSettings(**{**SCHEME_DEFAULTS.get(scheme, {}), **settings, "scheme": scheme})
         if tile:  # validated as DiffCSettings would validate a version-3 block
             replace(self.settings, tile=int(tile), tile_overlap=int(tile_overlap))
         self.tile, self.tile_overlap = int(tile), int(tile_overlap)

@@ -41,9 +41,13 @@ PARAMS_VERSIONS = (1, 2, 3, 4)
 # bits, chosen on centre crops (384x256) of 3 held-out photos at ≤ 2x pfr's encode time per step:
 # PSNR BD-rate vs pfr −9.3% at 1.27x its encode time per step (1.31x its RCC time; timed in one
 # process). Runners-up (times from the loaded tuning run): margin 2 −9.1%, margin 4 −8.7%, margin 6
-# −5.8%; 16 levels beam 8 −8.4% (≈1.6x); 16 levels beam 4 −3.5% (≈0.7x); 3 bits x 16 beam 12 −7.1%, 2 bits x 32 beam 12 −6.0%; a flow offset of 0.25 stays best
-# for the tree (0.4: +7 points, 0 / 0.1 worse too).
+# −5.8%; 16 levels beam 8 −8.4% (≈1.6x); 16 levels beam 4 −3.5% (≈0.7x); 3 bits x 16 beam 12 −7.1%;
+# 2 bits x 32 beam 12 −6.0%. A flow offset of 0.25 stays best for the tree (0.4: +7 points, 0 / 0.1
+# worse too). On the development photos at native size: −8.5%
+# vs pfr (every photo −5.4 … −10.4%), so DiffCCodec writes the tree by default (DEFAULT_FILE_SCHEME).
+# DEFAULT_SCHEME is what a bare DiffCSettings — a parameter block — holds, as before the tree: pfr.
 DEFAULT_SCHEME = "pfr"
+DEFAULT_FILE_SCHEME = "tree"
 SCHEME_DEFAULTS = {
     "pfr": dict(bits_per_chunk=10, margin=2.0, levels=0, beam=0),
     "importance": dict(bits_per_chunk=10, margin=2.0, levels=0, beam=0),
