@@ -19,7 +19,8 @@ needs. The mutations:
   the checksums are reached: version, header length, pipeline id, precision, height, width,
   channels, model count, each model's role / name length / name / hash / version length /
   version, params version, params length, the pipeline's own parameter fields (DiffC: seed,
-  schedule, λ range, grid steps, bits per chunk, margin, scheme; DIRAC: seed; CDC: level, seed), segment count
+  schedule, λ range, grid steps, bits per chunk, margin, scheme, tile and overlap (v3, v4), tree levels and
+  beam (v4); DIRAC: seed; CDC: level, seed), segment count
   and segment lengths (edge values include malformed, over-long and non-minimal varints);
 - checksum-fixed byte mutations inside the header body or the payload;
 - segment swaps, duplications, drops, reversals, replacements, splices from other files, with
@@ -31,8 +32,9 @@ needs. The mutations:
 - a version-1 header rebuilt from the same fields (the legacy parser).
 
 The targets are tiny: 32x48 and smaller images, an exact per-pixel Gaussian denoiser and a
-small random UNet for DiffC (coarse grid, small b), a small random residual UNet for DIRAC
-(like tests/test_dirac.py::tiny_model), a small random CDC model (like tests/test_cdc.py),
+small random UNet for DiffC (coarse grid, small b; pfr, importance, tiled (parameter version 3)
+and tree (version 4) files), a small random residual UNet for DIRAC (like
+tests/test_dirac.py::tiny_model), a small random CDC model (like tests/test_cdc.py),
 decode budgets of a few thousand pixels (a fuzzed header may declare a large but legal image:
 the budget turns it into DecodeBudgetError instead of minutes of legitimate work). A pipeline
 without a target here is reported (tests/test_fuzz.py fails), not skipped.
@@ -206,6 +208,8 @@ PARAM_LAYOUTS = {
     (3, 1): [("level", "varint"), ("seed", "varint")],
 }
 PARAM_LAYOUTS[(1, 1)] = PARAM_LAYOUTS[(1, 2)] + [("dtype", "u8")]
+PARAM_LAYOUTS[(1, 3)] = PARAM_LAYOUTS[(1, 2)] + [("tile", "varint"), ("tile_overlap", "varint")]
+PARAM_LAYOUTS[(1, 4)] = PARAM_LAYOUTS[(1, 3)] + [("levels", "varint"), ("beam", "varint")]
 
 
 def parse_params(layout: list, data: bytes) -> list | None:
@@ -363,6 +367,10 @@ def _diffc_targets() -> list[Target]:
              DiffCCodec(pixel_gaussian(), **{**DIFFC_SETTINGS, "schedule": "cosine", "scheme": "importance",
                                              "bits_per_chunk": 6, "seed": 2**64 - 1}).compress(photo(8, 12), steps=6)]
     files.append(to_v1(files[0]))
+    tree = {**DIFFC_SETTINGS, "scheme": "tree", "bits_per_chunk": 3, "levels": 4, "beam": 4}
+    files.append(DiffCCodec(pixel_gaussian(), **tree).compress(photo(32, 48), steps=8))  # parameter version 4
+    files.append(DiffCCodec(pixel_gaussian(), tile=16, tile_overlap=4, **DIFFC_SETTINGS).compress(photo(16, 24),
+                                                                                                  steps=5))  # v3
     out.append(Target("diffc", "diffc", gauss, files, knobs))
     unet = DiffCCodec(tiny_unet(), recon_steps=2, **DIFFC_SETTINGS)
     out.append(Target("diffc-unet", "diffc", unet, [unet.compress(photo(16, 24), steps=5)], knobs))

@@ -443,7 +443,7 @@ def test_other_pipeline_and_bad_params_rejected():
         (dict(params=good[:-1] + b"\x09"), InvalidFieldError, "RCC scheme id 9"),
         (dict(params=v1[:-1] + b"\x09", params_version=1), InvalidFieldError, "dtype id 9"),
         (dict(params=v1[:-1] + b"\x01", params_version=1), InvalidFieldError, "float64 but the header"),
-        (dict(params=good, params_version=4), UnsupportedVersionError, "parameter block version 4"),
+        (dict(params=good, params_version=5), UnsupportedVersionError, "parameter block version 5"),
         (dict(params=good, params_version=3), TruncatedError, "tile"),  # version 3 = version 2 + tiling
         (dict(params=good + b"\x08\x00", params_version=3), InvalidFieldError, "tile must be a multiple of 16"),
         (dict(params=v1, params_version=1, precision="bfloat16"), InvalidFieldError,
@@ -630,8 +630,9 @@ def test_hybrid_keeps_its_gaussian_part_exact_in_bfloat16():
 
 def test_knob_declarations():
     names = lambda knobs: [k.name for k in knobs]  # noqa: E731
-    assert names(DiffCCodec.rate_knobs) == ["steps"]
-    assert names(DiffCCodec.knobs("rate")) == ["bpp", "steps"]
+    assert names(DiffCCodec.rate_knobs) == ["steps", "scheme"]
+    assert names(DiffCCodec.knobs("rate")) == ["bpp", "steps", "scheme"]
+    assert not DiffCCodec.rate_knobs[1].sets_size  # the scheme combines with bpp (it chooses how, not how big)
     assert names(DiffCCodec.decode_knobs) == ["method", "max_steps", "recon_steps", "flow_offset", "allow_truncated"]
     assert all(k.stage == "decode" for k in DiffCCodec.decode_knobs)
     assert "ceiling" in DiffCCodec.knobs("rate")[0].help and "denoiser mean" in DiffCCodec.decode_knobs[2].help

@@ -168,6 +168,34 @@ def test_progressive_pipeline_decodes_prefixes_of_one_encode(tmp_path, image_dir
     assert fake.compress_calls == 1 and {t.codec for t in both} == {"diffc-denoise"} and len(both) == 8
 
 
+def test_progressive_pipeline_passes_how_knobs_to_the_encode(tmp_path, image_dir):
+    """diffc:scheme=pfr+tree: one contender per RCC scheme, each encoding with its scheme."""
+
+    class SchemeCodec(BitPlaneCodec):
+        def __init__(self):
+            super().__init__()
+            self.schemes = []
+
+        def compress(self, image, *, bpp=None, steps=None, scheme=None):
+            self.schemes.append(scheme)
+            return super().compress(image, bpp=bpp, steps=steps)
+
+    fake = SchemeCodec()
+    found = contenders.load_contenders("diffc:scheme=pfr+tree", steps=[2, 4], load_codec=lambda n, m: fake,
+                                       truncate=truncate_bitplanes)
+    assert [c.names for c in found] == [("diffc-schemepfr-flow",), ("diffc-schemetree-flow",)]
+    image = images.load_image(image_dir / "a.png")
+    for c in found:
+        assert [t.setting for t in c.run(image, "a.png", {}, tmp_path / "streams")] == ["steps=2", "steps=4"]
+    assert fake.schemes == ["pfr", "tree"]
+    assert sorted(p.name for p in (tmp_path / "streams").iterdir()) == ["a.diffc-schemepfr.steps4.fdc",
+                                                                         "a.diffc-schemetree.steps4.fdc"]
+    # Without the knob the encode gets none (the codec's own scheme) and the label stays diffc-flow.
+    plain = contenders.load_pipeline("diffc", steps=[2], load_codec=lambda n, m: fake, truncate=truncate_bitplanes)
+    list(plain.run(image, "a.png", {}, None))
+    assert plain.names == ("diffc-flow",) and fake.schemes[-1] is None
+
+
 def test_progressive_pipeline_uses_one_replay_when_offered(tmp_path, image_dir):
     class Replaying(BitPlaneCodec):
         replays = []

@@ -104,3 +104,26 @@ def test_cuda_tree_select_needs_a_device():
     else:
         with pytest.raises(RuntimeError):
             _cuda.rcc_tree_select(make_mu(100, 10.0), 1, 2, 4, 4, 0, 0)
+
+
+def test_declared_digits_are_checked_against_the_payload_size():
+    """Every digit costs its bits (the guard bit under them), so a payload's size bounds the digits it
+    declares; a payload declaring more is refused before they are read (no allocation of n·L' digits)."""
+    rng = np.random.default_rng(1)
+    for n, depth, bits in [(1, 1, 1), (1, 64, 1), (37, 16, 4), (500, 64, 8), (3000, 3, 2)]:
+        for paths in (np.zeros((n, depth), np.int64), rng.integers(0, 1 << bits, (n, depth))):
+            data = entropy.encode_tree_paths(paths, level_bits=bits)
+            assert n * depth * bits <= 8 * len(data)
+            back = entropy.decode_tree_paths(data, level_bits=bits, max_chunks=n, max_depth=depth)
+            assert np.array_equal(back, paths)
+    # The payload without the guard: 10^6 chunks x 64 levels of zero digits in 6 bytes.
+    w = entropy.SymbolWriter()
+    n = 1_000_000
+    w.write_uint(n.bit_length(), 5)
+    w.write_uint(n - (1 << (n.bit_length() - 1)), n.bit_length() - 1)
+    w.write_uint(63, 6)
+    w.write(np.zeros(n * 64, np.int32), entropy.uniform_model(4))
+    forged = w.to_bytes()
+    assert len(forged) < 16
+    with pytest.raises(FormatError, match="declares 1000000 chunks x 64 levels x 4 bits of tree digits but holds only"):
+        entropy.decode_tree_paths(forged, level_bits=4, max_chunks=n, max_depth=64)

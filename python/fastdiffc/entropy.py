@@ -189,6 +189,11 @@ def decode_rcc_indices(payload: bytes, *, bits: int, scheme: str, max_chunks: in
 
 # ------------------------------------------------------------------ tree-codebook RCC payloads (rcc_tree.py)
 _TREE_DEPTH_BITS = 6  # depth - 1 in 0..63
+# A step with chunks ends with one guard bit 1, coded last. Why: uniform digits are pushed onto the
+# ANS state as plain bits, so digits that are zero where the state starts cost no bytes — a 5-byte
+# payload could declare dim chunks x 64 levels of zeros and make the decoder allocate and re-encode
+# 64 digits per dimension. Under the guard every digit costs its bits, so the declared digits are
+# checked against the payload's size before any is read (n * depth * level_bits <= 8 * len).
 
 
 def _write_tree(writer: SymbolWriter, paths: np.ndarray, level_bits: int) -> None:
@@ -200,11 +205,12 @@ def _write_tree(writer: SymbolWriter, paths: np.ndarray, level_bits: int) -> Non
     if n:
         writer.write_uint(depth - 1, _TREE_DEPTH_BITS)
         writer.write(paths.reshape(-1), uniform_model(level_bits))
+        writer.write_uint(1, 1)  # the guard
 
 
 def encode_tree_paths(paths, *, level_bits: int) -> bytes:
     """Payload of one tree-RCC step: the chunk count n, the depth L' (when n > 0), then the n · L'
-    path digits (each uniform over 2^level_bits), chunk by chunk in level order."""
+    path digits (each uniform over 2^level_bits), chunk by chunk in level order, then a guard bit."""
     p = np.asarray(paths, dtype=np.int64)
     if p.ndim != 2 or (p.shape[0] and not 1 <= p.shape[1] <= 1 << _TREE_DEPTH_BITS):
         raise ValueError("paths must be (chunks, depth) with 1 <= depth <= 64")
@@ -219,7 +225,8 @@ def encode_tree_paths(paths, *, level_bits: int) -> bytes:
 
 def decode_tree_paths(payload: bytes, *, level_bits: int, max_chunks: int, max_depth: int) -> np.ndarray:
     """Inverse of encode_tree_paths: (chunks, depth) int64; FormatError for corrupt payloads, more
-    than `max_chunks` chunks or a depth beyond `max_depth` (the settings' levels)."""
+    than `max_chunks` chunks, a depth beyond `max_depth` (the settings' levels), or more digits
+    than the payload's bytes can hold (checked before they are read)."""
 
     def read(reader: SymbolReader) -> np.ndarray:
         width = reader.read_uint(_COUNT_WIDTH_BITS)
@@ -231,6 +238,12 @@ def decode_tree_paths(payload: bytes, *, level_bits: int, max_chunks: int, max_d
         depth = reader.read_uint(_TREE_DEPTH_BITS) + 1
         if depth > max_depth:
             raise FormatError(f"payload declares tree depth {depth} but the settings allow at most {max_depth}")
-        return reader.read(n * depth, uniform_model(level_bits)).reshape(n, depth)
+        if n * depth * level_bits > 8 * len(payload):
+            raise FormatError(f"payload declares {n} chunks x {depth} levels x {level_bits} bits of tree digits "
+                              f"but holds only {8 * len(payload)} bits")
+        paths = reader.read(n * depth, uniform_model(level_bits)).reshape(n, depth)
+        if reader.read_uint(1) != 1:
+            raise FormatError("tree payload lacks its guard bit (corrupt or wrong settings)")
+        return paths
 
     return decode_canonical(payload, read, lambda w, p: _write_tree(w, p, level_bits))

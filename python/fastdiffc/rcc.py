@@ -48,7 +48,8 @@ DEFAULT_TREE_LEVELS = 16
 DEFAULT_TREE_BEAM = 32
 DEFAULT_TREE_MARGIN = 8.0
 
-_SCHEME_IDS = {"pfr": 0, "importance": 1, "tree": 2}
+# Scheme ids as stored in a file (DiffC parameter block); one table for every reader and writer.
+SCHEME_IDS = {"pfr": 0, "importance": 1, "tree": 2}
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class RCCSettings:
 
     def to_dict(self) -> dict[str, int]:
         d = {"bits_per_chunk": self.bits_per_chunk, "margin_sixteenths": self.margin_sixteenths,
-             "scheme": _SCHEME_IDS[self.scheme]}
+             "scheme": SCHEME_IDS[self.scheme]}
         if self.scheme == "tree":
             d.update(levels=self.levels, beam=self.beam)
         return d
@@ -138,7 +139,7 @@ class RCCSettings:
     def from_dict(cls, d: dict) -> RCCSettings:
         try:
             scheme_id = int(d["scheme"])
-            names = {v: k for k, v in _SCHEME_IDS.items()}
+            names = {v: k for k, v in SCHEME_IDS.items()}
             if scheme_id not in names:
                 raise ValueError(f"unknown RCC scheme id {scheme_id}")
             return cls(int(d["bits_per_chunk"]), int(d["margin_sixteenths"]), names[scheme_id],

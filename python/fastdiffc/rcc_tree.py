@@ -29,7 +29,8 @@ level order in double and multiplies by 1 / sqrt(L) (IEEE-exact operations only)
 
 Chunking: n = ceil(KL / (L · bits_per_level − margin)) chunks as for pfr, then the depth used
 for this step is the smallest L' <= L whose L' · (bits_per_level − margin / L) covers KL / n, so a
-step with little KL pays for few levels. The payload (entropy.py) carries n, L' and n · L' digits.
+step with little KL pays for few levels. The payload (entropy.py) carries n, L', the n · L' digits
+and a guard bit (so its size bounds the digits it declares).
 """
 
 from __future__ import annotations

@@ -193,14 +193,16 @@ class ProgressivePipeline(_PipelineBase):
     steps: the prefix lengths to decode (those beyond the stream's step count are
     ignored); default `DEFAULT_STEP_GRID` plus the full stream. The encode targets
     `max_bpp`, or `max(steps)` steps when a step list is given. Every variant (decode
-    knobs, e.g. method=flow / denoise) decodes the same stream. `legacy_cache_names`: older
-    cache names of that stream (a report made before variants shared it).
+    knobs, e.g. method=flow / denoise) decodes the same stream. `rate_knobs`: compress knobs that
+    choose how, not how big (DiffC's `scheme`). `legacy_cache_names`: older cache names of that
+    stream (a report made before variants shared it).
     """
 
     def __init__(self, name: str, codec, truncate: Callable[[bytes, int], bytes], *, method: str | None = None,
                  steps: Sequence[int] | None = None, max_bpp: float = DEFAULT_PROGRESSIVE_BPP,
                  description: str | None = None, variants: Sequence[Variant] | None = None,
-                 cache_name: str | None = None, legacy_cache_names: Sequence[str] = ()):
+                 cache_name: str | None = None, legacy_cache_names: Sequence[str] = (),
+                 rate_knobs: Mapping[str, object] | None = None):
         super().__init__(name, codec, method=method, variants=variants, description=description,
                          cache_name=cache_name)
         self.truncate = truncate
@@ -213,6 +215,7 @@ class ProgressivePipeline(_PipelineBase):
             raise ValueError(f"{name}: the top rate must be positive, got {max_bpp}")
         self.max_bpp = max_bpp
         self.legacy_cache_names = tuple(legacy_cache_names)
+        self.rate_knobs = dict(rate_knobs or {})
 
     def _cache_path(self, image_key: str, cache_dir: Path | None) -> Path | None:
         # Named after the encode target: a later run with another --steps/--pipeline-bpp encodes
@@ -231,8 +234,8 @@ class ProgressivePipeline(_PipelineBase):
 
     def _encode(self, image: Image.Image) -> bytes:
         if self.steps is not None:
-            return self.codec.compress(image, steps=self.steps[-1])
-        return self.codec.compress(image, bpp=self.max_bpp)
+            return self.codec.compress(image, steps=self.steps[-1], **self.rate_knobs)
+        return self.codec.compress(image, bpp=self.max_bpp, **self.rate_knobs)
 
     def _total_steps(self, data: bytes) -> int:
         """Number of whole steps in the stream: the first prefix length that is the whole stream."""
@@ -642,7 +645,8 @@ def load_contenders(spec: str, *, steps: Sequence[int] | None = None, rates: Seq
             legacy = [v.label for v in variants]  # before variants shared a stream, each cached its own
             out.append(ProgressivePipeline(prefix, codec, truncate, steps=step_list,
                                            max_bpp=bpp[0] if bpp else max_bpp, description=description,
-                                           variants=variants, cache_name=prefix, legacy_cache_names=legacy))
+                                           variants=variants, cache_name=prefix, legacy_cache_names=legacy,
+                                           rate_knobs=fixed))
         else:
             settings = rate_settings(resolved, rates=rates, qualities=qualities, base=fixed.get("base"))
             out.append(RatePipeline(prefix, codec, settings=settings, rate_knobs=fixed, variants=variants,

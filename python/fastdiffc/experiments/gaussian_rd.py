@@ -41,19 +41,13 @@ DEFAULTS = dict(dims=16384, exponent=1.0, knee=64.0, rates=(0.5, 1.0, 2.0, 4.0, 
 
 def make_settings(scheme, bits_per_chunk, margin, tree_level_bits, tree_levels, tree_beam, tree_margin, seed,
                   logsnr_min, logsnr_max, grid_steps, dtype) -> diffc.DiffCSettings:
-    """DiffC settings for the experiment; the tree's levels and beam are set on the RCC settings."""
-    from .. import rcc
-
+    """DiffC settings for the experiment: the flat scheme's b and margin, or the tree's (version 4)."""
+    common = dict(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max, grid_steps=grid_steps,
+                  dtype=dtype)
     if scheme != "tree":
-        return diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
-                                   grid_steps=grid_steps, bits_per_chunk=bits_per_chunk, margin=margin,
-                                   scheme=scheme, dtype=dtype)
-    s = diffc.DiffCSettings(seed=seed, schedule="linear", logsnr_min=logsnr_min, logsnr_max=logsnr_max,
-                            grid_steps=grid_steps, bits_per_chunk=tree_level_bits, margin=tree_margin,
-                            scheme="tree", dtype=dtype)
-    object.__setattr__(s, "rcc_settings", rcc.RCCSettings.create(tree_level_bits, tree_margin, "tree",
-                                                                 tree_levels, tree_beam))
-    return s
+        return diffc.DiffCSettings(**common, bits_per_chunk=bits_per_chunk, margin=margin, scheme=scheme)
+    return diffc.DiffCSettings(**common, bits_per_chunk=tree_level_bits, margin=tree_margin, scheme="tree",
+                               levels=tree_levels, beam=tree_beam)
 
 
 class DiagonalGaussianDenoiser(torch.nn.Module):

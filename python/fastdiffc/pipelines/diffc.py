@@ -62,13 +62,16 @@ from ..image_io import image_size, prepare_image, tensor_to_pil
 from ..models.resources import activation_bytes_per_pixel
 from .base import Budget, Codec, Knob, model_identity, model_threads, resolve_model
 from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
+    DEFAULT_FILE_SCHEME,
     DTYPE_IDS,
     LOGSNR_LIMIT,
     MAX_DECODE_PIXELS,
     PARAMS_VERSION,
     PARAMS_VERSIONS,
     SCHEDULE_IDS,
+    SCHEME_DEFAULTS,
     SCHEME_IDS,
+    TREE_PARAMS_VERSION,
     DiffCSettings,
 )
 
@@ -332,6 +335,10 @@ DECODE_BYTES_PER_PIXEL = 160
 RATE_KNOBS = (
     Knob("steps", int, "rate", minimum=1,
          help="number of diffusion steps to transmit (1..the grid's steps, 32 by default); instead of bpp"),
+    Knob("scheme", str, "rate", choices=tuple(SCHEME_DEFAULTS), sets_size=False,
+         help="RCC scheme of the file, with that scheme's default settings: tree (a beam-searched tree codebook "
+              "per chunk, parameter version 4; the default), pfr (2^10 candidates per chunk, the default "
+              "before) or importance"),
 )
 DECODE_KNOBS = (
     Knob("method", str, "decode", default="flow", choices=METHODS,
@@ -382,9 +389,15 @@ class DiffCCodec(Codec):
     photos, never the evaluation ones). dtype="float64" needs a model that runs in float64
     (the analytic Gaussian one; not the UNet or the hybrid).
 
-    Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None) — `bpp` is a ceiling:
-    the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when neither
-    is given); decompress(data, *, method, max_steps, recon_steps, flow_offset, allow_truncated).
+    The RCC scheme is the setting `scheme` (tree by default, parameter version 4; pfr and importance
+    write versions 2 / 3): given alone it brings its own RCC settings (diffc_format.SCHEME_DEFAULTS),
+    which bits_per_chunk, margin, levels and beam override; bits_per_chunk or margin without a
+    scheme mean pfr, as they did before the tree was the default.
+
+    Knobs (docs/design.md §7): compress(image, *, bpp=None, steps=None, scheme=None) — `bpp` is a
+    ceiling: the file holds the most steps whose whole file is <= bpp·H·W/8 bytes (0.25 bpp when
+    neither is given); `scheme` codes this file with another RCC scheme and its defaults;
+    decompress(data, *, method, max_steps, recon_steps, flow_offset, allow_truncated).
     """
 
     pipeline = "diffc"
@@ -406,10 +419,15 @@ class DiffCCodec(Codec):
         # follows each file, as it does for "auto").
         self.precision = settings.pop("dtype", precision)
         requested = DEFAULT_PRECISION if self.precision is None else self.precision
-        if settings.get("params_version", PARAMS_VERSION) not in (2, 3) or settings.get("tile"):
-            raise ValueError("DiffC writes parameter versions 2 and 3 only (version 1 files are read, never "
-                             "written); give the tiling as tile= and tile_overlap=")
-        self.settings = DiffCSettings(**settings, dtype=precisions.resolve(requested))
+        # New files use the tree codebook. b or a margin given without a scheme keep the meaning they had
+        # before the tree was the default — pfr's (e.g. bits_per_chunk=12 is pfr with 2^12 candidates).
+        scheme = settings.get("scheme") or ("pfr" if {"bits_per_chunk", "margin"} & settings.keys()
+                                            else DEFAULT_FILE_SCHEME)
+        if settings.get("params_version", PARAMS_VERSION) not in (2, 3, TREE_PARAMS_VERSION):
+            raise ValueError("DiffC writes parameter versions 2 and 3 only for the flat RCC schemes, 4 for the tree "
+                             "(version 1 files are read, never written); give the tiling as tile= and tile_overlap=")
+        self.settings = DiffCSettings(**{**SCHEME_DEFAULTS.get(scheme, {}), **settings, "scheme": scheme},
+                                      dtype=precisions.resolve(requested))
         if tile:  # validated as DiffCSettings would validate a version-3 block
             replace(self.settings, tile=int(tile), tile_overlap=int(tile_overlap))
         self.tile, self.tile_overlap = int(tile), int(tile_overlap)
@@ -493,16 +511,23 @@ class DiffCCodec(Codec):
         per = 2 if (method == "flow" and self.solver == "heun") else 1
         return per * recon_steps + 1
 
-    def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None) -> tuple[bytes, Encoding]:
+    def settings_for(self, scheme: str | None = None) -> DiffCSettings:
+        """The codec's settings, or with another RCC scheme (and its defaults) when `scheme` differs."""
+        if scheme is None or scheme == self.settings.scheme:
+            return self.settings
+        return self.settings.with_scheme(scheme)
+
+    def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None,
+                     scheme: str | None = None) -> tuple[bytes, Encoding]:
         """`compress`, also returning the sender's Encoding (per-step KL, chunks, final z)."""
-        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps})
+        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps, "scheme": scheme})
         bpp, steps = knobs["bpp"], knobs["steps"]
         if bpp is None and steps is None:
             bpp = DEFAULT_BPP
         height, width = image_size(image)
         self.budget.check_pixels(height, width, decoding=False)
         model = self.model_for_encoding()
-        settings = self.settings.for_image(height, width, self.tile, self.tile_overlap)
+        settings = self.settings_for(knobs["scheme"]).for_image(height, width, self.tile, self.tile_overlap)
         calls = steps if steps is not None else settings.grid_steps
         self._check_budget(model, height, width, settings, calls, "compressing", decoding=False)
         prep = prepare_image(image)
@@ -526,9 +551,10 @@ class DiffCCodec(Codec):
         return write(header, enc.segments), enc
 
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
-        """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp)."""
+        """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp);
+        `scheme` picks the RCC scheme of this file (default: the codec's)."""
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
-        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"])[0]
+        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"], scheme=knobs["scheme"])[0]
 
     # -- decompress ----------------------------------------------------------------------
     @classmethod

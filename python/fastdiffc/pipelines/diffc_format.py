@@ -2,9 +2,11 @@
 their parameter block in the .fdc header.
 
 `DiffCSettings` holds everything both sides need besides the model; `to_bytes` / `from_bytes`
-are the parameter block, version 2 (written) and version 1 (read only: files written before
-container v2, whose z_0 came from numpy's PCG64 and whose sampling noise came from a
-torch.Generator). The protocol that uses these settings is in `pipelines/diffc.py`.
+are the parameter block: version 2 (whole-image model calls, a flat RCC codebook), 3 (version 2
++ the tiling), 4 (version 3 + the tree codebook's levels and beam: every file of RCC scheme
+`tree`), and version 1 (read only: files written before container v2, whose z_0 came from
+numpy's PCG64 and whose sampling noise came from a torch.Generator). The protocol that uses
+these settings is in `pipelines/diffc.py`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,34 @@ from ..precision import PRECISIONS
 from .base import checked_seed
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
-SCHEME_IDS = {"pfr": 0, "importance": 1}
+SCHEME_IDS = rcc.SCHEME_IDS  # pfr 0, importance 1 (versions 1-4), tree 2 (version 4 only)
 DTYPE_IDS = {"float32": 0, "float64": 1}  # the dtype byte of a version-1 parameter block
 # What this build writes: 2 for images whose model calls see the whole image (every image up to
-# the tile size), 3 for tiled model calls (version 2 + the tile geometry). 1 = numpy PCG64 z_0 +
-# torch.Generator noise, read only.
+# the tile size), 3 for tiled model calls (version 2 + the tile geometry), 4 for the tree
+# codebook (version 3 + its levels and beam; tile 0 = untiled). A new RCC scheme's parameters
+# bump the version, so files of the flat schemes stay byte for byte what they were (2 or 3).
+# 1 = numpy PCG64 z_0 + torch.Generator noise, read only.
 PARAMS_VERSION = 2
-PARAMS_VERSIONS = (1, 2, 3)
+TREE_PARAMS_VERSION = 4
+PARAMS_VERSIONS = (1, 2, 3, 4)
+# The RCC settings a scheme brings when only the scheme is chosen (the codec's `scheme` setting or
+# knob; explicit bits_per_chunk / margin / levels / beam override them). pfr: b = 10, margin 2 bits
+# (docs/design.md §4). tree (bits_per_chunk = bits per level): 12 levels of 4 bits, beam 8, margin 3
+# bits, chosen on centre crops (384x256) of 3 held-out photos at ≤ 2x pfr's encode time per step:
+# PSNR BD-rate vs pfr −9.3% at 1.27x its encode time per step (1.31x its RCC time; timed in one
+# process). Runners-up (times from the loaded tuning run): margin 2 −9.1%, margin 4 −8.7%, margin 6
+# −5.8%; 16 levels beam 8 −8.4% (≈1.6x); 16 levels beam 4 −3.5% (≈0.7x); 3 bits x 16 beam 12 −7.1%;
+# 2 bits x 32 beam 12 −6.0%. A flow offset of 0.25 stays best for the tree (0.4: +7 points, 0 / 0.1
+# worse too). On the development photos at native size: −8.5%
+# vs pfr (every photo −5.4 … −10.4%), so DiffCCodec writes the tree by default (DEFAULT_FILE_SCHEME).
+# DEFAULT_SCHEME is what a bare DiffCSettings — a parameter block — holds, as before the tree: pfr.
+DEFAULT_SCHEME = "pfr"
+DEFAULT_FILE_SCHEME = "tree"
+SCHEME_DEFAULTS = {
+    "pfr": dict(bits_per_chunk=10, margin=2.0, levels=0, beam=0),
+    "importance": dict(bits_per_chunk=10, margin=2.0, levels=0, beam=0),
+    "tree": dict(bits_per_chunk=4, margin=3.0, levels=12, beam=8),
+}
 TILE_LIMITS = (16, 1 << 16)  # a tile side (a multiple of 16, the UNet's stride) in this range
 # |λ| beyond 30 buys nothing (σ² = sigmoid(−30) ≈ 1e-13 is below float32 resolution of z) and
 # at a few hundred sigmoid(−λ) underflows to 0, making σ_Q = 0 and the step maths infinite.
@@ -53,6 +76,8 @@ class DiffCSettings:
     The λ grid is `schedule` from `logsnr_min` (≈ pure noise) to `logsnr_max` in
     `grid_steps` steps; the sender transmits a prefix of it. The λ end points are stored
     as float32 and used as stored; the RCC margin is a multiple of 1/16 bit (an integer).
+    RCC: `scheme` pfr / importance (2^bits_per_chunk candidates per chunk; levels = beam = 0) or
+    tree (rcc_tree.py: `levels` levels of bits_per_chunk bits, beam width `beam`; version 4).
     """
 
     # Defaults measured on the held-out photos (docs/design.md §4, README "Defaults"): a linear log-SNR grid with
@@ -65,17 +90,21 @@ class DiffCSettings:
     logsnr_min: float = -6.0
     logsnr_max: float = 10.0
     grid_steps: int = 32
-    bits_per_chunk: int = 10
-    margin: float = 2.0
-    scheme: str = "pfr"
+    bits_per_chunk: int = SCHEME_DEFAULTS[DEFAULT_SCHEME]["bits_per_chunk"]
+    margin: float = SCHEME_DEFAULTS[DEFAULT_SCHEME]["margin"]
+    scheme: str = DEFAULT_SCHEME
     # The compute precision, recorded as the header's precision: float32; bfloat16 (the model calls
     # under autocast, everything else — z, μ, RCC — float32); or float64 (a model that computes in it).
     dtype: str = "float32"
-    params_version: int = PARAMS_VERSION  # 1 only for files written before container v2; 3 when tiled
+    # 1 only for files written before container v2; 3 when tiled; 4 for the tree scheme
+    params_version: int = PARAMS_VERSION
     # Tiled model calls (diffusion.tiling; version 3 only): the window side and the blended overlap
     # in pixels. 0 = every model call sees the whole image (versions 1 and 2).
     tile: int = 0
     tile_overlap: int = 0
+    # The tree codebook's depth and beam width (version 4, scheme tree); 0 for the flat schemes.
+    levels: int = SCHEME_DEFAULTS[DEFAULT_SCHEME]["levels"]
+    beam: int = SCHEME_DEFAULTS[DEFAULT_SCHEME]["beam"]
 
     def __post_init__(self):
         checked_seed(self.seed)
@@ -92,19 +121,32 @@ class DiffCSettings:
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "grid_steps", int(self.grid_steps))
         tile, overlap = int(self.tile), int(self.tile_overlap)
+        if self.scheme == "tree" and self.params_version in (2, 3):
+            object.__setattr__(self, "params_version", TREE_PARAMS_VERSION)  # the tree's fields: version 4
         if tile and self.params_version == 2:
             object.__setattr__(self, "params_version", 3)  # tiling is recorded: version 3
-        if self.params_version == 3:
+        if self.scheme == "tree" and self.params_version != TREE_PARAMS_VERSION:
+            raise ValueError(f"RCC scheme tree needs parameter version {TREE_PARAMS_VERSION}, "
+                             f"not {self.params_version}")
+        if self.params_version == 3 or (self.params_version == 4 and (tile or overlap)):
             lo, hi = TILE_LIMITS
             if not (lo <= tile <= hi and tile % 16 == 0):
-                raise ValueError(f"tile must be a multiple of 16 in {lo}..{hi} (parameter version 3), got {tile}")
+                raise ValueError(f"tile must be a multiple of 16 in {lo}..{hi} (parameter version "
+                                 f"{self.params_version}), got {tile}")
             if not (0 <= overlap <= tile // 4 and overlap % 2 == 0):
                 raise ValueError(f"tile_overlap must be an even number in 0..tile/4 = {tile // 4}, got {overlap}")
         elif tile or overlap:
-            raise ValueError(f"tiled model calls need parameter version 3, not {self.params_version}")
+            raise ValueError(f"tiled model calls need parameter version 3 or 4, not {self.params_version}")
         object.__setattr__(self, "tile", tile)
         object.__setattr__(self, "tile_overlap", overlap)
-        object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme))
+        if (self.levels or self.beam) and self.params_version != TREE_PARAMS_VERSION:
+            raise ValueError(f"levels and beam need parameter version {TREE_PARAMS_VERSION}, "
+                             f"not {self.params_version}")
+        # RCCSettings validates b, the margin and the tree's levels / beam (rcc_tree.check_tree_args).
+        object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme,
+                                                                        self.levels, self.beam))
+        object.__setattr__(self, "levels", self.rcc_settings.levels)
+        object.__setattr__(self, "beam", self.rcc_settings.beam)
         for name in ("logsnr_min", "logsnr_max"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and abs(v) <= LOGSNR_LIMIT):
@@ -115,7 +157,8 @@ class DiffCSettings:
     # -- header serialisation ------------------------------------------------------------
     # Version 2: seed, schedule, λ range (2 x f32), grid steps, b, margin/16, scheme; the dtype is
     # the container header's precision. Version 1 had the same fields plus a dtype byte at the end.
-    # Version 3 is version 2 followed by the tile side and overlap (2 varints).
+    # Version 3 is version 2 followed by the tile side and overlap (2 varints). Version 4 is version 3
+    # (tile 0 = untiled) followed by the tree's levels and beam (2 varints; 0 for a flat scheme).
     def to_bytes(self) -> bytes:
         out = bytearray()
         put_varint(out, self.seed)
@@ -127,9 +170,12 @@ class DiffCSettings:
         out.append(SCHEME_IDS[self.scheme])
         if self.params_version == 1:
             out.append(DTYPE_IDS[self.dtype])
-        if self.params_version == 3:
+        if self.params_version in (3, 4):
             put_varint(out, self.tile)
             put_varint(out, self.tile_overlap)
+        if self.params_version == 4:
+            put_varint(out, self.levels)
+            put_varint(out, self.beam)
         return bytes(out)
 
     @classmethod
@@ -150,9 +196,11 @@ class DiffCSettings:
         names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme")]
         if version == 1:
             names.append((DTYPE_IDS, r.u8("dtype"), "dtype"))
-        tile = overlap = 0
-        if version == 3:
+        tile = overlap = levels = beam = 0
+        if version in (3, 4):
             tile, overlap = r.varint("tile"), r.varint("tile overlap")
+        if version == 4:
+            levels, beam = r.varint("tree levels"), r.varint("tree beam")
         if not r.done():
             raise FormatError("malformed DiffC parameters: trailing bytes")
         decoded = []
@@ -166,8 +214,12 @@ class DiffCSettings:
             raise InvalidFieldError(f"DiffC parameters say {dtype} but the header's precision is {precision}")
         if dtype not in PRECISIONS:
             raise InvalidFieldError(f"DiffC computes in {', '.join(PRECISIONS)}, not {dtype}")
+        if decoded[1] == "tree" and version != TREE_PARAMS_VERSION:  # (construction would upgrade it)
+            raise InvalidFieldError(f"RCC scheme tree in a version-{version} DiffC parameter block "
+                                    f"(it needs version {TREE_PARAMS_VERSION})")
         try:
-            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version, tile, overlap)
+            return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version, tile, overlap,
+                       levels, beam)
         except ValueError as e:
             raise InvalidFieldError(f"invalid DiffC parameters: {e}") from None
 
@@ -186,8 +238,18 @@ class DiffCSettings:
         return dict(seed=self.seed, settings=self.rcc_settings)
 
     def for_image(self, height: int, width: int, tile: int, tile_overlap: int) -> DiffCSettings:
-        """The settings to write for an image: whole-image model calls (version 2, as before tiling
-        existed) when it fits one `tile` × `tile` window or `tile` is 0, else version 3 with the tiling."""
+        """The settings to write for an image: whole-image model calls when it fits one `tile` ×
+        `tile` window or `tile` is 0, else the tiling; the least version that holds them (flat
+        schemes: 2, or 3 when tiled, as before the tree existed; the tree: 4)."""
+        tree = self.scheme == "tree"
         if not tile or (height <= tile and width <= tile):
-            return replace(self, params_version=PARAMS_VERSION, tile=0, tile_overlap=0)
-        return replace(self, params_version=3, tile=tile, tile_overlap=tile_overlap)
+            return replace(self, params_version=TREE_PARAMS_VERSION if tree else PARAMS_VERSION, tile=0,
+                           tile_overlap=0)
+        return replace(self, params_version=TREE_PARAMS_VERSION if tree else 3, tile=tile, tile_overlap=tile_overlap)
+
+    def with_scheme(self, scheme: str) -> DiffCSettings:
+        """These settings with another RCC scheme and that scheme's RCC defaults (SCHEME_DEFAULTS)."""
+        if scheme not in SCHEME_DEFAULTS:
+            raise ValueError(f"unknown RCC scheme {scheme!r}; choose from {sorted(SCHEME_DEFAULTS)}")
+        version = self.params_version if self.params_version != TREE_PARAMS_VERSION else PARAMS_VERSION
+        return replace(self, scheme=scheme, params_version=version, **SCHEME_DEFAULTS[scheme])
