@@ -26,6 +26,7 @@ from fastdiffc.errors import (
     ModelMismatchError,
     UnknownPipelineError,
 )
+from fastdiffc.image_io import psnr
 from fastdiffc.models.cdc import CDCConfig, CDCModel
 from fastdiffc.pipelines import load_codec
 from fastdiffc.pipelines.cdc import CDCCodec, decode_latents, encode_latents, hyper_params, reconstruct
@@ -209,6 +210,36 @@ def test_decode_steps_and_eta(codec, model, encoded):
     assert np.array_equal(b, np.asarray(codec.decompress(encoded, decode_steps=2, eta=1.0)))
     assert not np.array_equal(a, b)
 
+
+
+class _ScaledIdentityUNet(torch.nn.Module):
+    """r̂(z) = 0.1 z: a stand-in UNet whose output depends on z only, not on the conditioning."""
+
+    def forward(self, z, logsnr, cond):
+        return 0.1 * z
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+def test_sampler_moves_in_residual_space(model, codec, encoded, steps):
+    """The UNet is trained on z = α·K(x − x̄) + σ·ε, so the DDIM steps must feed it the residual
+    K(x̂ − x̄), never the image x̂: with a UNet that ignores the conditioning, x̂ − x̄ is then the
+    same for any x̄ (a sampler that mixed x̂ into z would carry x̄ into the residual)."""
+    import copy
+
+    stub = copy.deepcopy(model)
+    stub.unet = _ScaledIdentityUNet()
+    _, _, level, seed, y_hat = codec.open(encoded)
+    residuals = []
+    for scale in (1.0, 0.5):  # two latents, two different mean decodes
+        y = y_hat * scale
+        x_bar = stub.mean_decode(y, level)[:, :, :64, :96]
+        x = reconstruct(stub, y, level, 64, 96, steps=steps, seed=seed)
+        inside = (x.abs() < 0.99) & (x_bar.abs() < 0.99)  # reconstruct clamps to [-1, 1]
+        residuals.append(((x - x_bar) * inside, inside))
+    (r1, m1), (r2, m2) = residuals
+    both = m1 & m2
+    assert both.float().mean() > 0.9
+    assert torch.allclose(r1[both], r2[both], atol=1e-5)
 
 def test_greyscale_round_trip(codec):
     out = codec.decompress(codec.compress(photo().convert("L"), level=0))
@@ -449,3 +480,26 @@ def test_level_rates_recorded_and_listed(model, tmp_path, capsys, monkeypatch):
 
 if __name__ == "__main__":  # pragma: no cover
     _make_golden()
+
+
+def test_cdc_shipped_model():
+    """The shipped default CDC model: more bits buy more PSNR level by level, the deterministic
+    decode is what the latents say, and a few diffusion steps stay close to it."""
+    from fastdiffc.models.registry import WEIGHTS_DIR, default_model_name
+
+    assert default_model_name("cdc") == "cdc"
+    if not (WEIGHTS_DIR / "cdc.safetensors").exists():
+        pytest.fail("the shipped CDC model weights/cdc.safetensors is missing")
+    codec = load_codec("cdc")
+    im = Image.open(SAMPLE).convert("RGB")
+    ref = np.asarray(im)
+    sizes, quality = [], []
+    for level in range(codec.model_for_encoding().config.levels):
+        data = codec.compress(im, level=level)
+        sizes.append(len(data))
+        quality.append(psnr(np.asarray(codec.decompress(data)), ref))
+    assert sizes == sorted(sizes) and quality == sorted(quality), (sizes, quality)
+    assert quality[-1] > quality[0] + 2.0
+    data = codec.compress(im, level=2)
+    steps4 = psnr(np.asarray(codec.decompress(data, decode_steps=4)), ref)
+    assert abs(steps4 - quality[2]) < 1.5, (steps4, quality[2])

@@ -104,9 +104,9 @@ def test_errors_are_one_line(tmp_path, compressed, small_png, capsys):
     _one_line_error(["compress", str(tmp_path / "missing.png"), "-o", str(tmp_path / "a.fdc")], capsys, "missing.png")
     _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--model", "nope", "--quiet"],
                     capsys, "nope")
-    # CDC ships no default model yet: the error names the pipeline and the missing default.
-    _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--pipeline", "cdc", "--quiet"],
-                    capsys, "cdc")
+    # A level the shipped CDC model does not have: the error names the knob, the range and the model.
+    _one_line_error(["compress", str(small_png), "-o", str(tmp_path / "a.fdc"), "--pipeline", "cdc", "--level", "9",
+                     "--quiet"], capsys, "cdc knob level must be in 0..5 for model 'cdc'")
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (8, 8), (1, 2, 3, 4)).save(rgba)
     _one_line_error(["compress", str(rgba), "-o", str(tmp_path / "a.fdc"), "--quiet"], capsys, "transparency")

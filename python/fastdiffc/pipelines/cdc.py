@@ -120,11 +120,14 @@ def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int,
             cond = model.cond_image(y_hat, level, x_bar)
             lams = schedule(model, steps)
             z = shared_normals(seed, DOMAIN_START, x_bar.shape)
+            k = model.config.residual_scale
             for i, lam in enumerate(lams):
                 x = model.denoise(z, lam, cond).float()
                 if i + 1 < len(lams):
+                    # z lives in the space the UNet was trained in — the scaled residual K (x − x̄),
+                    # not the image — so the DDIM step moves it toward r̂ = K (x̂ − x̄).
                     c_z, c_x, std = ddim_coefficients(lam, lams[i + 1], eta)
-                    z = c_z * z + c_x * x
+                    z = c_z * z + c_x * (k * (x - x_bar))
                     if std:
                         z = z + std * shared_normals(seed, DOMAIN_STEP, x_bar.shape, stream=i + 1)
     return x[:, :, :height, :width].clamp(-1, 1)
