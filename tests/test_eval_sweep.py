@@ -324,9 +324,10 @@ def test_cli_eval_skips_unloadable_pipeline_and_rejects_bad_input(tmp_path, imag
             "--pipelines", "nosuchpipeline", "--metrics", "psnr", "--no-progress"]
     assert cli.main(argv) == 1
     assert "unknown pipeline 'nosuchpipeline'" in capsys.readouterr().err
-    argv[argv.index("nosuchpipeline")] = "cdc:level=1+2"  # known, but not in this build: skipped
+    argv[argv.index("nosuchpipeline")] = "cdc@nosuchmodel:level=1+2"  # known, but its model is missing: skipped
     assert cli.main(argv) == 0
-    assert "skipping pipeline 'cdc:level=1+2' unavailable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipping pipeline 'cdc@nosuchmodel:level=1+2' unavailable" in err and "no model named 'nosuchmodel'" in err
     for spec, message in (("dirac:decode_steps=21", "decode_steps must be an integer in 0..20"),
                           ("dirac:flow", "method is not a knob of the dirac pipeline"),
                           ("diffc,dirac:quality=5:bpp=0.1", "give one of bpp, quality")):
