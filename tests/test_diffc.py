@@ -197,18 +197,23 @@ def _pixels_md5(img) -> str:
     return hashlib.md5(np.asarray(img).tobytes()).hexdigest()
 
 
-def test_golden_bitstream():
-    expected = json.loads((GOLDEN / "diffc_v2_pixel_gaussian_32x48.json").read_text())
-    data = _golden_bytes()
+def check_golden(name: str, data: bytes, params_version: int, codec) -> None:
+    """GOLDEN/name.fdc is what the encoder writes today (`data`), a float32 container-v2 file with
+    that parameter version, and `codec` decodes it to the recorded pixels with every method
+    (ancestral: the Philox noise is pinned too)."""
+    expected = json.loads((GOLDEN / f"{name}.json").read_text())
     assert hashlib.md5(data).hexdigest() == expected["fdc_md5"], "encoder output drifted from the golden bitstream"
-    stored = (GOLDEN / "diffc_v2_pixel_gaussian_32x48.fdc").read_bytes()
+    stored = (GOLDEN / f"{name}.fdc").read_bytes()
     assert hashlib.md5(stored).hexdigest() == expected["fdc_md5"]
     f = container.read(stored)
-    assert (f.version, f.header.params_version, f.header.precision) == (2, 2, "float32")
-    # The decoder on the stored file: its reconstructions are pinned too (ancestral: the Philox noise).
-    codec = DiffCCodec(PixelGaussian(), recon_steps=4, precision="float32", **SETTINGS)
+    assert (f.version, f.header.params_version, f.header.precision) == (2, params_version, "float32")
     for method in ("denoise", "flow", "ancestral"):
         assert _pixels_md5(codec.decompress(stored, method=method)) == expected[f"{method}_pixels_md5"], method
+
+
+def test_golden_bitstream():
+    check_golden("diffc_v2_pixel_gaussian_32x48", _golden_bytes(), 2,
+                 DiffCCodec(PixelGaussian(), recon_steps=4, precision="float32", **SETTINGS))
 
 
 def test_v1_golden_file_still_decodes():

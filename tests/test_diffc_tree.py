@@ -18,7 +18,16 @@ from fastdiffc.image_io import psnr
 from fastdiffc.pipelines import diffc
 from fastdiffc.pipelines.diffc import DiffCCodec, DiffCSettings
 from fastdiffc.pipelines.diffc_format import SCHEME_DEFAULTS, TREE_PARAMS_VERSION
-from test_diffc import GOLDEN, SETTINGS, PixelGaussian, _diffc_header, _pixels_md5, gaussian_model, photo_crop
+from test_diffc import (
+    GOLDEN,
+    SETTINGS,
+    PixelGaussian,
+    _diffc_header,
+    _pixels_md5,
+    check_golden,
+    gaussian_model,
+    photo_crop,
+)
 
 # SETTINGS with a small tree: 4 levels of 3 bits (12 path bits per chunk), beam 4, margin 3 bits.
 TREE = {**SETTINGS, "scheme": "tree", "bits_per_chunk": 3, "levels": 4, "beam": 4, "margin": 3.0}
@@ -118,16 +127,8 @@ def _golden_tree_bytes() -> bytes:
 
 
 def test_golden_v4_tree_bitstream():
-    expected = json.loads((GOLDEN / "diffc_v4_tree_pixel_gaussian_32x48.json").read_text())
-    data = _golden_tree_bytes()
-    assert hashlib.md5(data).hexdigest() == expected["fdc_md5"], "encoder output drifted from the golden bitstream"
-    stored = (GOLDEN / "diffc_v4_tree_pixel_gaussian_32x48.fdc").read_bytes()
-    assert hashlib.md5(stored).hexdigest() == expected["fdc_md5"]
-    f = container.read(stored)
-    assert (f.version, f.header.params_version, f.header.precision) == (2, 4, "float32")
-    codec = DiffCCodec(PixelGaussian(), recon_steps=4, precision="float32", **TREE)
-    for method in ("denoise", "flow", "ancestral"):
-        assert _pixels_md5(codec.decompress(stored, method=method)) == expected[f"{method}_pixels_md5"], method
+    check_golden("diffc_v4_tree_pixel_gaussian_32x48", _golden_tree_bytes(), 4,
+                 DiffCCodec(PixelGaussian(), recon_steps=4, precision="float32", **TREE))
 
 
 def test_v3_golden_file_still_decodes():

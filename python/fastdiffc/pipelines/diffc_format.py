@@ -241,15 +241,14 @@ class DiffCSettings:
         """The settings to write for an image: whole-image model calls when it fits one `tile` ×
         `tile` window or `tile` is 0, else the tiling; the least version that holds them (flat
         schemes: 2, or 3 when tiled, as before the tree existed; the tree: 4)."""
-        tree = self.scheme == "tree"
         if not tile or (height <= tile and width <= tile):
-            return replace(self, params_version=TREE_PARAMS_VERSION if tree else PARAMS_VERSION, tile=0,
-                           tile_overlap=0)
-        return replace(self, params_version=TREE_PARAMS_VERSION if tree else 3, tile=tile, tile_overlap=tile_overlap)
+            tile = tile_overlap = 0
+        # __post_init__ derives the version from the scheme and the tiling.
+        return replace(self, params_version=PARAMS_VERSION, tile=tile, tile_overlap=tile_overlap)
 
     def with_scheme(self, scheme: str) -> DiffCSettings:
         """These settings with another RCC scheme and that scheme's RCC defaults (SCHEME_DEFAULTS)."""
         if scheme not in SCHEME_DEFAULTS:
             raise ValueError(f"unknown RCC scheme {scheme!r}; choose from {sorted(SCHEME_DEFAULTS)}")
-        version = self.params_version if self.params_version != TREE_PARAMS_VERSION else PARAMS_VERSION
-        return replace(self, scheme=scheme, params_version=version, **SCHEME_DEFAULTS[scheme])
+        # __post_init__ derives the version (tiling and scheme) from the least one
+        return replace(self, scheme=scheme, params_version=PARAMS_VERSION, **SCHEME_DEFAULTS[scheme])
