@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastdiffc.eval.contenders import resolve_model_ref
 from fastdiffc.eval.images import DEV_IMAGES, load_dev_image
 from fastdiffc.image_io import load_image, prepare_image
 from fastdiffc.models.cdc import CDCModel
-from fastdiffc.models.registry import load_model
 from fastdiffc.pipelines.cdc import CDCCodec
 
 
@@ -39,8 +39,8 @@ def main(argv=None) -> int:
                    help="a photo of at least 768×512 whose centre crop is added")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = CDCModel.load(args.model) if args.model.endswith(".safetensors") else load_model(args.model)
-    codec = CDCCodec(model)
+    codec = CDCCodec(resolve_model_ref(args.model))  # a registry name or a model file
+    model = codec.model_for_encoding()
     photos = {name: load_dev_image(name) for name in DEV_IMAGES}
     large = load_image(args.large)
     if large.width < 768 or large.height < 512:

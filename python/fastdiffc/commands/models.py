@@ -51,8 +51,9 @@ def run(args) -> int:
                "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path)}
         if m.cls == "composite":
             row.update(_composite_fields(m))
-        if _level_rates(m):
-            row["level_rates"] = _level_rates(m)
+        rates = _level_rates(m)
+        if rates:
+            row["level_rates"] = rates
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
