@@ -44,10 +44,12 @@ def main() -> int:
     mse_model_of, mse_base_of = defaultdict(list), defaultdict(list)
     for scale in (float(s) for s in args.scales.split(",")):
         for codec in model.spec.labels:
-            lo, hi = QUALITY_RANGE[codec]
+            # cdc: heldout_pairs maps these qualities to levels at the same fractions of its range
+            lo, hi = QUALITY_RANGE.get(codec, (0, 100))
             qs = tuple(q for q in QUALITIES if lo <= q <= hi)
             for x, xb, label, scalars, _spec in heldout_pairs(args.heldout, args.cache_dir, scale=scale,
-                                                             qualities=qs, codecs=(codec,)):
+                                                             qualities=qs, codecs=(codec,),
+                                                             labels=model.spec.labels):
                 lb = float(scalars[0, 0])
                 b = next(e for e in EDGES if lb <= e)
                 z = torch.randn(xb.shape, generator=torch.Generator().manual_seed(0))

@@ -28,8 +28,9 @@ from fastdiffc.errors import (
 )
 from fastdiffc.image_io import psnr
 from fastdiffc.models.cdc import CDCConfig, CDCModel
+from fastdiffc.models.cdc_coding import decode_latents, encode_latents, hyper_params
 from fastdiffc.pipelines import load_codec
-from fastdiffc.pipelines.cdc import CDCCodec, decode_latents, encode_latents, hyper_params, reconstruct
+from fastdiffc.pipelines.cdc import CDCCodec, reconstruct
 from PIL import Image
 
 ROOT = Path(__file__).parent.parent
@@ -335,7 +336,8 @@ sys.path.insert(0, {tests!r})
 torch.set_num_threads({threads})
 from test_cdc import tiny_model, photo
 from fastdiffc.models.cdc import CDCModel
-from fastdiffc.pipelines.cdc import CDCCodec, hyper_params, encode_latents
+from fastdiffc.models.cdc_coding import encode_latents, hyper_params
+from fastdiffc.pipelines.cdc import CDCCodec
 m = tiny_model()
 x = CDCModel.pad(torch.from_numpy(np.asarray(photo(128, 192), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1)
 with torch.no_grad():

@@ -214,6 +214,107 @@ def test_bad_files(codec):
         codec.decompress(b"\x00" * 64)
 
 
+# ----------------------------------------------------------------------------- the learned base (CDC)
+
+
+@pytest.fixture(scope="module")
+def cdc_base():
+    from test_cdc import tiny_model as tiny_cdc
+
+    return tiny_cdc()
+
+
+def test_cdc_base_round_trip(cdc_base):
+    """CDC's mean decoder as a base codec: the payload is its framed latent streams, the header
+    pins the CDC model by hash (its registry name in `version`), the base image is its 0-step decode."""
+    from fastdiffc.codecs.learned import encode_cdc, open_cdc
+    from fastdiffc.models.cdc_coding import decode_latents
+
+    im = photo()
+    codec = DiracCodec(tiny_model(), cdc_model=cdc_base)
+    data = codec.compress(im, base="cdc", quality=1)
+    f = container.read(data)
+    base = f.header.model("base")
+    assert (base.name, base.hash, base.version) == ("cdc", cdc_base.content_hash, "tiny-cdc")
+    assert f.segments[0] == encode_cdc(cdc_base, im, 1)
+    plain = open_cdc(cdc_base, f.segments[0], im.width, im.height)
+    assert plain.codec == "cdc" and plain.quality is None and plain.bytes == len(f.segments[0])
+    # The base image is exactly CDC's mean decode of the streams.
+    y_hat = decode_latents(cdc_base, *_cdc_streams(f.segments[0]), im.height, im.width)
+    x_bar = cdc_base.mean_decode(y_hat, 1)[:, :, : im.height, : im.width].clamp(-1, 1)
+    assert np.array_equal(np.asarray(plain.image), ((x_bar[0] + 1) * 127.5).round().to(torch.uint8)
+                          .permute(1, 2, 0).numpy())
+    for steps in (0, 2):
+        out = codec.decompress(data, decode_steps=steps)
+        assert out.size == im.size and np.isfinite(psnr(out, im))
+    # bpp is a ceiling over the levels; a level outside the model's range is refused.
+    small = codec.compress(im, base="cdc", bpp=8 * len(data) / (im.width * im.height))
+    assert len(small) <= len(data)
+    with pytest.raises(ValueError, match="quality must be in 0..2 for base cdc"):
+        codec.compress(im, base="cdc", quality=3)
+
+
+def _cdc_streams(payload: bytes) -> tuple[bytes, bytes]:
+    r = container.Reader(payload)
+    r.varint("level")
+    n = r.varint("n")
+    z = r.take(n, "z")
+    return z, r.take(r.remaining, "y")
+
+
+def test_cdc_base_bad_files(cdc_base):
+    from fastdiffc.errors import MissingModelError, TruncatedError
+
+    im = photo()
+    codec = DiracCodec(tiny_model(), cdc_model=cdc_base)
+    data = codec.compress(im, base="cdc", quality=2)
+    f = container.read(data)
+    base, den = f.header.models
+    payload = f.segments[0]
+    with pytest.raises(InvalidFieldError, match="level 7 is outside 0..2"):
+        codec.decompress(container.write(f.header, [bytes([7]) + payload[1:]]))
+    with pytest.raises(InvalidFieldError, match="ẑ stream length"):
+        codec.decompress(container.write(f.header, [payload[:2]]))
+    with pytest.raises(TruncatedError):
+        codec.decompress(container.write(f.header, [payload[:1]]))
+    with pytest.raises(FormatError):
+        codec.decompress(container.write(f.header, [payload[: len(payload) // 2]]))
+    with pytest.raises(InvalidFieldError, match="names no CDC model"):
+        codec.decompress(_rewrite(data, models=(container.ModelRef("base", "cdc", base.hash, ""), den)))
+    with pytest.raises(ModelMismatchError):  # the given CDC model is not the one the file names
+        codec.decompress(_rewrite(data, models=(container.ModelRef("base", "cdc", base.hash ^ 1, "tiny-cdc"), den)))
+    with pytest.raises(MissingModelError, match="tiny-cdc"):  # no CDC model given, none installed by that name
+        DiracCodec(tiny_model()).decompress(data)
+    # A DIRAC model trained before the learned base knows only the classical codecs.
+    old = tiny_model()
+    old.spec = ResidualSpec(labels=("jpeg", "webp", "avif", "heic", "jxl"))
+    with pytest.raises(ValueError, match="trained on base codecs jpeg, webp, avif, heic, jxl, not cdc"):
+        DiracCodec(old, cdc_model=cdc_base).compress(im, base="cdc", quality=0)
+
+
+def test_cdc_base_fuzz_never_escapes_the_error_contract(cdc_base):
+    import struct
+    import zlib
+
+    codec = DiracCodec(tiny_model(), cdc_model=cdc_base)
+    data = bytearray(codec.compress(photo(32, 48), base="cdc", quality=2))
+    hdr_len = len(data) - sum(map(len, container.read(bytes(data)).segments)) - 4
+    rng = np.random.default_rng(11)
+    errors = 0
+    for i in range(80):
+        d = bytearray(data)
+        pos = int(rng.integers(hdr_len, len(d) - 4))  # the CDC payload itself, CRC recomputed
+        d[pos] ^= 1 << int(rng.integers(8))
+        if i % 4 == 0:
+            d = d[: int(rng.integers(hdr_len, len(d) - 4))]
+        d[-4:] = struct.pack("<I", zlib.crc32(bytes(d[hdr_len:-4]))) if len(d) > hdr_len + 4 else d[-4:]
+        try:
+            codec.decompress(bytes(d))
+        except ValueError:  # FormatError is a ValueError
+            errors += 1
+    assert errors > 10
+
+
 def test_load_codec_dirac_uses_the_registry_name():
     assert isinstance(load_codec("dirac", tiny_model()), DiracCodec)
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from fastdiffc.cli import main
+from fastdiffc.codecs.learned import DIRAC_BASES
 from fastdiffc.diffusion.vp import alpha_sigma
 from fastdiffc.models.unet import UNetConfig
 from fastdiffc.train.data import PatchDataset, tile_patches
@@ -292,4 +293,53 @@ def test_dirac_residual_training_resumes_exactly_and_exports(tmp_path):
     assert set(ev) == set(ResidualTrainer.EVAL_FIELDS) and np.isfinite(ev["psnr_dirac"])
     tr.export(tmp_path / "m.safetensors")
     model = ResidualDenoiser.load(tmp_path / "m.safetensors")
-    assert model.spec.sigma_data == cfg.sigma_data and model.config.num_labels == 5
+    assert model.spec.sigma_data == cfg.sigma_data and model.spec.labels == DIRAC_BASES
+    assert model.config.num_labels == len(DIRAC_BASES)
+    # Every base codec, the learned cdc base (the shipped CDC model's mean decode) included, made pairs.
+    assert {item[2] for item in tr.data.items} == set(range(len(DIRAC_BASES)))
+    assert any("_cdc-" in p.name for p in (tmp_path / "cache").iterdir())
+    # The model names the CDC model its cdc label was trained on; DIRAC encodes with that one.
+    from fastdiffc.models.registry import load_model
+    from fastdiffc.pipelines.dirac import DiracCodec
+
+    shipped = load_model("cdc")
+    assert (model.spec.cdc_model, int(model.spec.cdc_hash, 16)) == ("cdc", shipped.content_hash)
+    assert DiracCodec(model).cdc_for_encoding().content_hash == shipped.content_hash
+
+
+def test_dirac_warm_start_extends_a_model_trained_on_fewer_base_codecs(tmp_path):
+    """A DIRAC model from before the learned cdc base (5 labels) warm-starts a 6-label run: the
+    old label embeddings and every other weight are kept, the new label starts at their mean."""
+    from pathlib import Path
+
+    from fastdiffc.codecs.plain import BASE_CODECS
+    from fastdiffc.models.residual import ResidualSpec, default_unet_config, save_residual
+    from fastdiffc.models.unet import UNet, UNetConfig
+    from fastdiffc.train.residual import ResidualTrainConfig, ResidualTrainer
+    from PIL import Image
+
+    sample = Image.open(Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png").convert("RGB")
+    data = tmp_path / "data"
+    data.mkdir()
+    sample.crop((0, 0, 64, 64)).save(data / "a.png")
+    small = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4, "attn_head_dim": 8}
+    old_cfg = UNetConfig.from_dict({**default_unet_config().to_dict(), **small, "num_labels": len(BASE_CODECS)})
+    torch.manual_seed(3)
+    old = UNet(old_cfg)
+    torch.nn.init.normal_(old.label_embed.weight)
+    save_residual(old, ResidualSpec(labels=BASE_CODECS), tmp_path / "old.safetensors")
+    cfg = ResidualTrainConfig(data=str(data), run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+                              patch_size=32, batch_size=2, scales=(1.0,), per_codec=1, progress=False,
+                              codecs=("jpeg",), bf16=False)
+    tr = ResidualTrainer(cfg, UNetConfig.from_dict({**default_unet_config().to_dict(), **small}))
+    tr.init_weights(tmp_path / "old.safetensors")
+    new = tr.net.state_dict()
+    emb_old, emb_new = old.label_embed.weight.detach(), new["label_embed.weight"]
+    assert emb_new.shape[0] == len(DIRAC_BASES) == len(BASE_CODECS) + 1
+    assert torch.equal(emb_new[: len(BASE_CODECS)], emb_old)
+    assert torch.allclose(emb_new[len(BASE_CODECS)], emb_old.mean(0))
+    assert all(torch.equal(v, new[k]) for k, v in old.state_dict().items() if k != "label_embed.weight")
+    # Labels that are not a prefix of the run's are refused.
+    save_residual(old, ResidualSpec(labels=("webp", "jpeg", "avif", "heic", "jxl")), tmp_path / "odd.safetensors")
+    with pytest.raises(ValueError, match="not a prefix"):
+        tr.init_weights(tmp_path / "odd.safetensors")

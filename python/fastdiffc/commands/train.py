@@ -30,6 +30,10 @@ def add_parser(sub):
     p.add_argument("--patch-size", type=int, default=None, help="default 64 (diffc), 128 (dirac)")
     p.add_argument("--cache-dir", default="data/dirac_pairs", help="dirac: cached base-codec bitstreams")
     p.add_argument("--workers", type=int, default=1, help="dirac: processes encoding the pair cache")
+    p.add_argument("--base-codecs", default=None, metavar="NAME,...",
+                   help="dirac: the base codecs to train on (default: all, jpeg,webp,avif,heic,jxl,cdc)")
+    p.add_argument("--cdc-model", default=None, metavar="NAME",
+                   help="dirac: registry name of the CDC model behind the cdc base (default: cdc)")
     p.add_argument("--scales", default=None, metavar="S,...",
                    help="also train on the images downscaled by these factors in (0, 1], e.g. 1,0.5,0.33 "
                         "(a crop first picks a scale uniformly)")
@@ -61,6 +65,16 @@ def _parse_scales(text: str) -> tuple[float, ...]:
     if any(not 0.0 < s <= 1.0 for s in scales):
         raise ValueError(f"--scales must be in (0, 1], got {text!r}")
     return scales
+
+
+def _parse_codecs(text: str) -> tuple[str, ...]:
+    from ..codecs.learned import DIRAC_BASES
+
+    codecs = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in codecs if c not in DIRAC_BASES]
+    if not codecs or unknown:
+        raise ValueError(f"--base-codecs must name some of {', '.join(DIRAC_BASES)}, got {text!r}")
+    return codecs
 
 
 def run(args) -> int:
@@ -97,7 +111,8 @@ def _run(args, dist) -> int:
         logsnr_max=None if args.logsnr_range is None else args.logsnr_range[1],
     )
     if args.task == "dirac":
-        given.update(cache_dir=args.cache_dir, workers=args.workers)
+        given.update(cache_dir=args.cache_dir, workers=args.workers, cdc_model=args.cdc_model,
+                     codecs=None if args.base_codecs is None else _parse_codecs(args.base_codecs))
     cfg = config_cls(
         data=args.data, heldout=args.heldout, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema,
         max_steps=args.steps, time_limit_min=args.time_limit, ckpt_every=args.ckpt_every,

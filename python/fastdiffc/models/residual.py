@@ -3,7 +3,8 @@
 The diffused variable is the scaled residual r = K (x − x_base), K = `residual_scale`, so that
 its spread (≈ 0.01–0.1 in [-1, 1] image units) is of order one and the usual log-SNR range
 applies: z_λ = α r + σ ε. The UNet is x-parameterised (its output is r̂ = E[r | z_λ, ...]) and
-conditioned on x_base (concatenated to z), on the base codec (a label) and on the base rate
+conditioned on x_base (concatenated to z), on the base codec (a label: a classical codec or
+CDC's mean decoder) and on the base rate
 (log2 bpp, and the JPEG quality / 100 or −1). At λ_start z is practically pure noise, so the
 first prediction is the MMSE estimate of the residual from the base reconstruction alone —
 DIRAC's maximum-fidelity output.
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..codecs.learned import DIRAC_BASES
 from ..codecs.plain import BASE_CODECS, rate_features
 from ..diffusion.denoiser import Conditioning
 from .unet import UNet, UNetConfig, read_config
@@ -47,11 +49,16 @@ class ResidualSpec:
     sigma_data: float = 0.5  # typical std of the scaled residual (EDM preconditioning)
     logsnr_start: float = -6.0  # the decode schedule's start (z ≈ pure noise)
     logsnr_end: float = 10.0  # its clean end
-    labels: tuple[str, ...] = BASE_CODECS
+    labels: tuple[str, ...] = DIRAC_BASES  # a file without labels predates learned bases: BASE_CODECS
     # Rate-dependent shrinkage of the 0-step output (x̂ = x_base + γ r̂ / K): rows (codec, upper
     # edge of log2 bpp, γ), fitted by least squares on the held-out photos (scripts/fit_dirac_gain.py).
     # γ < 1 where the model's residual estimate is noisy (high rates, smooth codecs), γ = 1 elsewhere.
     output_gain: tuple[tuple[str, float, float], ...] = ()
+    # The CDC model behind the learned cdc base during training (registry name, 16 hex digits of
+    # its content hash): DIRAC encodes with that one by default, since the residual it learned is
+    # that model's. Empty when the model was not trained on the cdc base.
+    cdc_model: str = ""
+    cdc_hash: str = ""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -72,7 +79,7 @@ class ResidualSpec:
 
 
 def default_unet_config() -> UNetConfig:
-    return UNetConfig(cond_channels=3, num_labels=len(BASE_CODECS), scalar_features=2, prediction="x")
+    return UNetConfig(cond_channels=3, num_labels=len(DIRAC_BASES), scalar_features=2, prediction="x")
 
 
 def preconditioned(net, z: torch.Tensor, lam: torch.Tensor, image, label, scalars, sigma_data: float) -> torch.Tensor:

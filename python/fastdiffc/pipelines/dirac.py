@@ -39,12 +39,23 @@ from PIL import Image
 
 from .. import precision as precisions
 from ..codecs.classical import get_codec, library_version
-from ..codecs.plain import BASE_CODECS, PlainImage, open_plain
+from ..codecs.learned import DIRAC_BASES, cdc_levels, encode_cdc, open_cdc
+from ..codecs.plain import PlainImage, open_plain
 from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from .base import Budget, Codec, Knob, checked_seed, model_threads, read_own_file, resolve_model, shared_normals
+from .base import (
+    Budget,
+    Codec,
+    Knob,
+    checked_seed,
+    model_identity,
+    model_threads,
+    read_own_file,
+    resolve_model,
+    shared_normals,
+)
 
 PARAMS_VERSION = 1
 MAX_DECODE_STEPS = 20
@@ -127,10 +138,10 @@ class DiracCodec(Codec):
 
     pipeline = "dirac"
     rate_knobs = (
-        Knob("base", str, "rate", choices=BASE_CODECS, default=DEFAULT_BASE, sets_size=False,
-             help="the base codec whose bitstream is the payload"),
+        Knob("base", str, "rate", choices=DIRAC_BASES, default=DEFAULT_BASE, sets_size=False,
+             help="the base codec whose bitstream is the payload (cdc: CDC's mean decoder)"),
         Knob("quality", int, "rate", minimum=0, maximum=100,
-             help="the base codec's quality setting (instead of a bpp ceiling)"),
+             help="the base codec's quality setting (cdc: its level) instead of a bpp ceiling"),
     )
     decode_knobs = (
         Knob("decode_steps", int, "decode", default=0, minimum=0, maximum=MAX_DECODE_STEPS,
@@ -139,7 +150,7 @@ class DiracCodec(Codec):
     )
 
     def __init__(self, model=None, *, seed: int = 0, max_pixels: int | None = None,
-                 precision: str = "auto", progress: bool = False):
+                 precision: str = "auto", progress: bool = False, cdc_model=None):
         # The shared Budget (FASTDIFFC_MAX_PIXELS, CLI --max-pixels) with this pipeline's own
         # default when neither sets it.
         self.budget = Budget.default({"max_pixels": DEFAULT_DECODE_PIXELS}, max_pixels=max_pixels)
@@ -152,6 +163,10 @@ class DiracCodec(Codec):
         if self._resolved_precision == "float64":
             raise ValueError("DIRAC's residual model computes in float32 or bfloat16, not float64")
         self.progress = progress
+        # The CDC model of the cdc base codec when encoding (None: the shipped CDC default); a
+        # file names its own, which the decoder loads by name and hash.
+        self._cdc_arg = cdc_model
+        self._cdc = None if cdc_model is None or isinstance(cdc_model, str) else cdc_model
 
     # -- models --------------------------------------------------------------------------
     def model_for_encoding(self):
@@ -172,6 +187,35 @@ class DiracCodec(Codec):
         given = self.model_for_encoding() if self._model_arg is not None else None
         return resolve_model(ref, given, kind="dirac", cache=self._file_models)
 
+    def cdc_for_encoding(self):
+        """The CDC model of the cdc base: the one given, else the one the DIRAC model was trained
+        on (its spec names it by name and hash), else the shipped CDC default."""
+        if self._cdc is None:
+            from ..models.registry import default_model_name, load_model, load_model_for_file
+
+            spec = self.model_for_encoding().spec
+            if self._cdc_arg is None and spec.cdc_model:
+                self._cdc = load_model_for_file(spec.cdc_model, int(spec.cdc_hash, 16))
+            else:
+                self._cdc = load_model(self._cdc_arg or default_model_name("cdc"))
+        cdc_levels(self._cdc)  # a clear error if it is not a frozen CDC model
+        return self._cdc
+
+    def _base_encoder(self, base: str):
+        """(encode(pil, setting) -> bytes, lowest setting, highest setting, header reference) of a
+        base codec: a classical codec's quality 0..100, or CDC's level."""
+        if base == "cdc":
+            m = self.cdc_for_encoding()
+            name, h = model_identity(m)
+            # A learned base is pinned by its content hash; `version` holds the registry name it
+            # is loaded by (a classical base keeps its library version there).
+            return (lambda pil, q: encode_cdc(m, pil, q)), 0, cdc_levels(m) - 1, ModelRef("base", "cdc", h, name)
+        codec = get_codec(base)
+        reason = codec.unavailable_reason()
+        if reason:
+            raise ValueError(f"base codec {base} is unavailable: {reason}")
+        return codec.encode, 0, 100, ModelRef("base", base, 0, library_version(base))
+
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
@@ -182,16 +226,17 @@ class DiracCodec(Codec):
         self.budget.check_pixels(prep.height, prep.width, decoding=False)
         pil = tensor_to_pil(prep.tensor, 3)
         model = self.model_for_encoding()
-        codec = get_codec(base)
-        reason = codec.unavailable_reason()
-        if reason:
-            raise ValueError(f"base codec {base} is unavailable: {reason}")
-        header = Header("dirac", (ModelRef("base", base, 0, library_version(base)),
-                                  ModelRef("denoiser", model.name, int(model.content_hash))),
+        if base not in model.spec.labels:
+            raise ValueError(f"DIRAC model {model.name!r} was trained on base codecs {', '.join(model.spec.labels)}, "
+                             f"not {base}")
+        encode, lowest, highest, base_ref = self._base_encoder(base)
+        header = Header("dirac", (base_ref, ModelRef("denoiser", model.name, int(model.content_hash))),
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
                         params_version=PARAMS_VERSION, params=_encode_params(self.seed))
         if quality is not None:
-            return write(header, [codec.encode(pil, quality)])
+            if not lowest <= quality <= highest:
+                raise ValueError(f"dirac knob quality must be in {lowest}..{highest} for base {base}, got {quality}")
+            return write(header, [encode(pil, quality)])
         budget = bpp * prep.height * prep.width / 8.0
 
         def size(payload: bytes) -> int:
@@ -200,12 +245,12 @@ class DiracCodec(Codec):
         # The largest quality whose file fits (sizes grow with quality; a binary search over
         # 0..100 costs 7 encodes, then the neighbours are checked because sizes are not
         # strictly monotonic).
-        lo, hi, best = 0, 100, None
+        lo, hi, best = lowest, highest, None
         cache = {}
 
         def enc(q):
             if q not in cache:
-                cache[q] = codec.encode(pil, q)
+                cache[q] = encode(pil, q)
             return cache[q]
 
         while lo <= hi:
@@ -215,9 +260,9 @@ class DiracCodec(Codec):
             else:
                 hi = mid - 1
         if best is None:
-            smallest = 8 * size(enc(0)) / (prep.height * prep.width)
+            smallest = 8 * size(enc(lowest)) / (prep.height * prep.width)
             raise ValueError(f"no {base} file fits in {bpp} bpp for this image; the smallest is {smallest:.4f} bpp")
-        for q in range(best + 1, min(best + 3, 100) + 1):
+        for q in range(best + 1, min(best + 3, highest) + 1):
             if size(enc(q)) <= budget:
                 best = q
         return write(header, [enc(best)])
@@ -236,14 +281,23 @@ class DiracCodec(Codec):
         h = f.header
         seed = _decode_params(h.params)
         base = h.model("base")
-        if base is None or base.name not in BASE_CODECS:
+        if base is None or base.name not in DIRAC_BASES:
             raise InvalidFieldError(f"this DIRAC file names no known base codec "
-                                    f"({base.name if base else 'none'}; known: {', '.join(BASE_CODECS)})")
+                                    f"({base.name if base else 'none'}; known: {', '.join(DIRAC_BASES)})")
         if len(f.segments) != 1:
             raise InvalidFieldError(f"a DIRAC file holds one base bitstream, this one declares {len(f.segments)}")
         model = self._model_for(h.model("denoiser") or _missing_denoiser())
-        plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.budget.max_pixels,
-                           expect_size=(h.width, h.height))
+        if base.name == "cdc":
+            if not base.version:
+                raise InvalidFieldError("this DIRAC file's cdc base names no CDC model")
+            given = self.cdc_for_encoding() if self._cdc_arg is not None else None
+            cdc = resolve_model(ModelRef("decoder", base.version, base.hash), given, kind="cdc",
+                                cache=self._file_models)
+            with model_threads():
+                plain = open_cdc(cdc, f.segments[0], h.width, h.height)
+        else:
+            plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.budget.max_pixels,
+                               expect_size=(h.width, h.height))
         precision = self._resolved_precision
         if self.precision == "auto" and h.precision in ("float32", "bfloat16"):
             # bfloat16 named by a file but not native here runs emulated (slow but correct).

@@ -2,7 +2,9 @@
 
 Every training photo is compressed by every base codec at a few qualities drawn at random
 (seeded, per photo, scale and codec) from the codec's range, so one model sees the whole
-distortion ↔ rate range of each codec. The base *bitstreams* are cached on disk (small: about
+distortion ↔ rate range of each codec. The learned base codec `cdc` (CDC's mean decoder) takes
+its levels as qualities; its cache files carry the CDC model's content hash, so another CDC
+model never reuses them. The base *bitstreams* are cached on disk (small: about
 1/50 of the pixels), and decoded into memory when a run starts, so a resumed or later run
 skips the encoding and sees exactly the same pairs.
 
@@ -24,12 +26,31 @@ import torch
 from PIL import Image
 
 from ..codecs.classical import get_codec
-from ..codecs.plain import BASE_CODECS, open_plain, rate_features
+from ..codecs.learned import DIRAC_BASES, cdc_levels, encode_cdc, open_cdc
+from ..codecs.plain import open_plain, rate_features
 from .data import downscale, list_images, load_image, to_model_range
 
 # Quality ranges per codec covering ≈ 0.05–2 bpp on photos (HEIC above 80 jumps past 2 bpp).
 QUALITY_RANGE = {"jpeg": (5, 95), "webp": (5, 95), "avif": (5, 95), "heic": (5, 80), "jxl": (5, 95)}
 ALIGN = 16
+DEFAULT_CDC_MODEL = "cdc"  # the registry name of the CDC model the cdc base uses
+
+
+_CDC_MODELS: dict = {}  # per process: the pair encoder loads each CDC model once
+
+
+def load_cdc(name: str):
+    if name not in _CDC_MODELS:
+        from ..models.registry import load_model
+
+        _CDC_MODELS[name] = load_model(name)
+    return _CDC_MODELS[name]
+
+
+def quality_range(codec: str, cdc_model: str = DEFAULT_CDC_MODEL) -> tuple[int, int]:
+    if codec == "cdc":
+        return 0, cdc_levels(load_cdc(cdc_model)) - 1
+    return QUALITY_RANGE[codec]
 
 
 @dataclass(frozen=True)
@@ -40,14 +61,15 @@ class PairSpec:
     quality: int
 
 
-def draw_specs(files, codecs=BASE_CODECS, scales=(0.5, 1.0), per_codec: int = 4, seed: int = 0) -> list[PairSpec]:
+def draw_specs(files, codecs=DIRAC_BASES, scales=(0.5, 1.0), per_codec: int = 4, seed: int = 0,
+               cdc_model: str = DEFAULT_CDC_MODEL) -> list[PairSpec]:
     """Which (photo, scale, codec, quality) pairs a run uses: `per_codec` distinct qualities per
     photo, scale and codec, drawn uniformly from the codec's range with a seeded generator."""
     out = []
     for f in files:
         for scale in scales:
             for codec in codecs:
-                lo, hi = QUALITY_RANGE[codec]
+                lo, hi = quality_range(codec, cdc_model)
                 key = f"{Path(f).name}|{scale}|{codec}|{seed}".encode()
                 rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
                 qs = sorted(rng.choice(np.arange(lo, hi + 1), size=min(per_codec, hi - lo + 1), replace=False))
@@ -55,28 +77,41 @@ def draw_specs(files, codecs=BASE_CODECS, scales=(0.5, 1.0), per_codec: int = 4,
     return out
 
 
-def _cache_name(spec: PairSpec) -> str:
-    return f"{Path(spec.image).stem}_s{spec.scale:g}_{spec.codec}_q{spec.quality}.bin"
+def _cache_name(spec: PairSpec, cdc_model: str = DEFAULT_CDC_MODEL) -> str:
+    codec = spec.codec
+    if codec == "cdc":
+        codec = f"cdc-{int(load_cdc(cdc_model).content_hash) & 0xFFFFFFFF:08x}"
+    return f"{Path(spec.image).stem}_s{spec.scale:g}_{codec}_q{spec.quality}.bin"
 
 
 def _encode_one(args) -> tuple[str, int]:
-    spec, cache = args
-    path = Path(cache) / _cache_name(spec)
+    spec, cache, cdc_model = args
+    path = Path(cache) / _cache_name(spec, cdc_model)
     if not path.exists():
         img = downscale(load_image(spec.image), spec.scale)
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        data = get_codec(spec.codec).encode(pil, spec.quality)
+        if spec.codec == "cdc":
+            data = encode_cdc(load_cdc(cdc_model), pil, spec.quality)
+        else:
+            data = get_codec(spec.codec).encode(pil, spec.quality)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
     return str(path), path.stat().st_size
 
 
-def build_cache(specs, cache_dir, workers: int = 1) -> list[Path]:
+def open_base(spec: PairSpec, data: bytes, width: int, height: int, cdc_model: str = DEFAULT_CDC_MODEL):
+    """The decoded base file of a pair (codecs.plain.PlainImage)."""
+    if spec.codec == "cdc":
+        return open_cdc(load_cdc(cdc_model), data, width, height)
+    return open_plain(data, expect=spec.codec)
+
+
+def build_cache(specs, cache_dir, workers: int = 1, cdc_model: str = DEFAULT_CDC_MODEL) -> list[Path]:
     """Encode every spec not yet cached (in `workers` processes); returns the bitstream paths."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, str(cache)) for s in specs]
+    jobs = [(s, str(cache), cdc_model) for s in specs]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             done = list(pool.map(_encode_one, jobs, chunksize=4))
@@ -89,14 +124,15 @@ class BasePairs:
     """Aligned random patches (x, x_base) with their conditioning (codec label, rate scalars)."""
 
     def __init__(self, folder, cache_dir, *, patch_size: int = 128, scales=(0.5, 1.0), per_codec: int = 4,
-                 codecs=BASE_CODECS, seed: int = 0, workers: int = 1):
+                 codecs=DIRAC_BASES, labels=DIRAC_BASES, seed: int = 0, workers: int = 1,
+                 cdc_model: str = DEFAULT_CDC_MODEL):
         if patch_size % ALIGN:
             raise ValueError(f"patch_size must be a multiple of {ALIGN}")
         self.patch_size = patch_size
         self.codecs = tuple(codecs)
         files = list_images(folder)
-        specs = draw_specs(files, self.codecs, scales, per_codec, seed)
-        paths = build_cache(specs, cache_dir, workers)
+        specs = draw_specs(files, self.codecs, scales, per_codec, seed, cdc_model)
+        paths = build_cache(specs, cache_dir, workers, cdc_model)
         originals = {}
         self.items = []  # (original uint8 [3,H,W], base uint8 [3,H,W], label, scalars)
         for spec, path in zip(specs, paths):
@@ -106,11 +142,10 @@ class BasePairs:
             orig = originals[key]
             if orig.shape[1] < patch_size or orig.shape[2] < patch_size:
                 continue
-            data = path.read_bytes()
-            plain = open_plain(data, expect=spec.codec)
+            plain = open_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
             base = torch.from_numpy(np.asarray(plain.image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
             feats = torch.tensor(rate_features(spec.codec, plain.bpp, plain.quality), dtype=torch.float32)
-            self.items.append((orig, base, BASE_CODECS.index(spec.codec), feats))
+            self.items.append((orig, base, labels.index(spec.codec), feats))
         if not self.items:
             raise ValueError(f"no image under {folder} is at least {patch_size}x{patch_size} pixels")
         self.manifest = [dict(image=Path(s.image).name, scale=s.scale, codec=s.codec, quality=s.quality)
@@ -139,18 +174,27 @@ class BasePairs:
         return to_model_range(xs), to_model_range(bs), labels, scalars
 
 
-def heldout_pairs(folder, cache_dir, *, scale: float = 0.5, qualities=(20, 50, 80), codecs=BASE_CODECS,
-                  max_side: int = 512):
-    """Fixed held-out whole images (center-cropped to ≤ max_side, multiple of 16) for each codec
-    and quality: [(x, x_base, label, scalars)] as float tensors [1, 3, H, W]."""
+def heldout_settings(codec: str, qualities, cdc_model: str = DEFAULT_CDC_MODEL) -> list[int]:
+    """The held-out qualities of a codec; for cdc the levels at the same fractions of its range."""
+    if codec != "cdc":
+        return list(qualities)
+    top = quality_range("cdc", cdc_model)[1]
+    return sorted({round(q / 100 * top) for q in qualities})
+
+
+def heldout_pairs(folder, cache_dir, *, scale: float = 0.5, qualities=(20, 50, 80), codecs=DIRAC_BASES,
+                  labels=DIRAC_BASES, max_side: int = 512, cdc_model: str = DEFAULT_CDC_MODEL):
+    """Fixed held-out whole images (cropped from the origin to ≤ max_side, multiple of 16) for
+    each codec and quality: [(x, x_base, label, scalars, spec)] as float tensors [1, 3, H, W]."""
     out = []
-    specs = [PairSpec(str(f), scale, c, q) for f in list_images(folder) for c in codecs for q in qualities]
+    specs = [PairSpec(str(f), scale, c, q) for f in list_images(folder) for c in codecs
+             for q in heldout_settings(c, qualities, cdc_model)]
     originals = {}  # each photo decoded and downscaled once, not once per codec and quality
-    for spec, path in zip(specs, build_cache(specs, cache_dir)):
+    for spec, path in zip(specs, build_cache(specs, cache_dir, cdc_model=cdc_model)):
         if spec.image not in originals:
             originals[spec.image] = downscale(load_image(spec.image), spec.scale)
         orig = originals[spec.image]
-        plain = open_plain(path.read_bytes(), expect=spec.codec)
+        plain = open_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
         base = torch.from_numpy(np.asarray(plain.image, dtype=np.uint8).copy()).permute(2, 0, 1)
         h = min(orig.shape[1], max_side) // ALIGN * ALIGN
         w = min(orig.shape[2], max_side) // ALIGN * ALIGN
@@ -158,7 +202,7 @@ def heldout_pairs(folder, cache_dir, *, scale: float = 0.5, qualities=(20, 50, 8
         x, xb = orig[:, :h, :w], base[:, :h, :w]
         feats = torch.tensor([rate_features(spec.codec, plain.bpp, plain.quality)], dtype=torch.float32)
         out.append((to_model_range(x)[None], to_model_range(xb.contiguous())[None],
-                    torch.tensor([BASE_CODECS.index(spec.codec)]), feats, spec))
+                    torch.tensor([labels.index(spec.codec)]), feats, spec))
     return out
 
 

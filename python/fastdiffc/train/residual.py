@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..codecs.learned import DIRAC_BASES
 from ..diffusion.vp import alpha_sigma
 from ..image_io import psnr
 from ..models.residual import ResidualDenoiser, ResidualSpec, default_unet_config, preconditioned, save_residual
 from ..models.unet import UNetConfig
 from .loop import TrainConfig, Trainer
-from .pairs import BasePairs, heldout_pairs
+from .pairs import DEFAULT_CDC_MODEL, BasePairs, heldout_pairs, load_cdc
 
 
 @dataclass
@@ -40,6 +41,8 @@ class ResidualTrainConfig(TrainConfig):
     logsnr_min: float = -6.0  # = the model's λ_start
     logsnr_max: float = 10.0  # = its λ_end
     workers: int = 1  # processes encoding the pair cache
+    codecs: tuple[str, ...] = DIRAC_BASES  # the base codecs trained on (the model's labels are DIRAC_BASES)
+    cdc_model: str = DEFAULT_CDC_MODEL  # registry name of the CDC model behind the cdc base
     bf16: bool = True  # autocast the forward/backward to bfloat16 (AMX/AVX512-BF16: 1.5x faster, measured)
 
 
@@ -56,11 +59,16 @@ class ResidualTrainer(Trainer):
     def __init__(self, cfg: ResidualTrainConfig, model_config: UNetConfig | None = None, dataset=None):
         if dataset is None:
             dataset = BasePairs(cfg.data, cfg.cache_dir, patch_size=cfg.patch_size, scales=cfg.scales,
-                                per_codec=cfg.per_codec, seed=cfg.seed, workers=cfg.workers)
+                                per_codec=cfg.per_codec, codecs=tuple(cfg.codecs), seed=cfg.seed,
+                                workers=cfg.workers, cdc_model=cfg.cdc_model)
         super().__init__(cfg, model_config or default_unet_config(), dataset)
+        cdc = {}
+        if "cdc" in cfg.codecs:
+            m = load_cdc(cfg.cdc_model)
+            cdc = {"cdc_model": m.name, "cdc_hash": f"{int(m.content_hash):016x}"}
         self.spec = ResidualSpec(residual_scale=cfg.residual_scale, sigma_data=cfg.sigma_data,
                                  logsnr_start=cfg.logsnr_min,
-                                 logsnr_end=cfg.logsnr_max)
+                                 logsnr_end=cfg.logsnr_max, **cdc)
         ResidualDenoiser(self.net, self.spec)  # validates the config against the spec
 
     def data_summary(self) -> str:
@@ -89,7 +97,8 @@ class ResidualTrainer(Trainer):
 
     def heldout_patches(self):
         if self._heldout is None and self.cfg.heldout:
-            self._heldout = heldout_pairs(self.cfg.heldout, self.cfg.cache_dir)
+            self._heldout = heldout_pairs(self.cfg.heldout, self.cfg.cache_dir, codecs=tuple(self.cfg.codecs),
+                                          labels=self.spec.labels, cdc_model=self.cfg.cdc_model)
         return self._heldout
 
     @torch.no_grad()
@@ -119,9 +128,22 @@ class ResidualTrainer(Trainer):
         save_residual(self.ema.model, self.spec, path, {"training": info})
 
     def init_weights(self, path) -> None:
-        net = ResidualDenoiser.load(path).net
-        if net.config.to_dict() != self.net.config.to_dict():
-            raise ValueError(f"{path}: model config differs from this run's")
+        """Warm start from a DIRAC model file. A model trained on fewer base codecs (its labels a
+        prefix of this run's, e.g. before the learned cdc base) is extended: its label embeddings
+        are kept and each new label starts at their mean, the codec-average conditioning."""
+        old = ResidualDenoiser.load(path)
+        net, labels = old.net, tuple(old.spec.labels)
         sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+        mine = self.net.config.to_dict()
+        if labels != tuple(self.spec.labels):
+            if tuple(self.spec.labels[: len(labels)]) != labels:
+                raise ValueError(f"{path}: its base codecs {labels} are not a prefix of this run's {self.spec.labels}")
+            if {**net.config.to_dict(), "num_labels": mine["num_labels"]} != mine:
+                raise ValueError(f"{path}: model config differs from this run's")
+            emb = sd["label_embed.weight"]
+            extra = emb.mean(0, keepdim=True).expand(len(self.spec.labels) - len(labels), -1)
+            sd["label_embed.weight"] = torch.cat([emb, extra]).contiguous()
+        elif net.config.to_dict() != mine:
+            raise ValueError(f"{path}: model config differs from this run's")
         self.net.load_state_dict(sd)
         self.ema.model.load_state_dict(sd)
