@@ -75,10 +75,14 @@ def test_spec_syntax_and_validation():
     settings = contenders.rate_settings(r, rates=None, qualities=[10, 30], base="avif")
     assert [s.label for s in settings] == ["q=10", "q=30"]
     assert [v.label for v in contenders.decode_variants(r, "dirac-avif")] == ["dirac-avif-s0"]
+    # The learned base sweeps the shipped CDC model's levels, not the classical qualities.
+    r = contenders.resolve_spec("dirac:base=cdc")
+    settings = contenders.rate_settings(r, rates=None, qualities=None, base="cdc")
+    assert [s.label for s in settings] == [f"q={lv}" for lv in range(6)]
     for bad, message in (("dirac:decode_steps=0+21", "decode_steps must be an integer in 0..20, got 21"),
                          ("dirac:steps=3", "steps is not a knob of the dirac pipeline (rate knobs: bpp, base, quality"),
                          ("dirac:denoise", "'denoise' (a bare METHOD, i.e. method=denoise): method is not a knob"),
-                         ("dirac:base=png", "base must be one of jpeg, webp, avif, heic, jxl"),
+                         ("dirac:base=png", "base must be one of jpeg, webp, avif, heic, jxl, cdc"),
                          ("dirac:quality=5:bpp=0.1", "give one of"),
                          ("dirac:quality=5:quality=6", "quality given twice"),
                          ("dirac::quality=5", "empty segment"),

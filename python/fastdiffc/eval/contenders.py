@@ -563,6 +563,11 @@ def rate_settings(resolved: ResolvedSpec, *, rates: Sequence[float] | None, qual
                 codec = CODECS.get(base)
                 if codec is not None and codec.setting_name == "q":
                     qualities = codec.default_settings
+                elif base == "cdc":  # the learned base: every level of the shipped CDC model
+                    from ..codecs.learned import cdc_levels
+                    from ..models.registry import default_model_name, load_model
+
+                    qualities = tuple(range(cdc_levels(load_model(default_model_name("cdc")))))
         knob = decl["quality"]
         return [RateSetting(f"q={_format_value(q)}", {"quality": knob.check(q, resolved.name)}) for q in qualities]
     rates = tuple(DEFAULT_RATES if rates is None else rates)
