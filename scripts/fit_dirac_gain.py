@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--cache-dir", default="data/dirac_pairs")
     ap.add_argument("--scales", default="0.5,1")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--sample-bound", type=float, default=None,
+                    help="also set the sampler's bound β (models/residual.py; chosen on held-out photos)")
     args = ap.parse_args()
 
     model = ResidualDenoiser.load(args.model)
@@ -71,6 +73,8 @@ def main() -> int:
         report[f"{codec} log2bpp<={b:g}"] = {"images": n, "gain": round(g, 4),
                                              "dB_model_vs_base": round(10 * math.log10(mse_base / mse_model), 3)}
     spec = dataclasses.replace(model.spec, output_gain=tuple(rows))
+    if args.sample_bound is not None:
+        spec = dataclasses.replace(spec, sample_bound=args.sample_bound)
     save_residual(model.net, spec, args.out, {"training": _training_meta(args.model),
                                               "output_gain_fit": {"heldout": args.heldout, "scales": args.scales}})
     print(json.dumps(report, indent=1))

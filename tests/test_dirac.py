@@ -396,6 +396,51 @@ def test_output_gain_table_shrinks_only_the_zero_step_output():
                           np.asarray(DiracCodec(m).decompress(data, decode_steps=3)))
 
 
+def test_sampling_bound_keeps_every_step_near_the_first_prediction():
+    """With β > 0 every later prediction stays within r̂_0 ± β·ρ (ρ: local RMS of r̂_0), the
+    bounded value is what the sampler continues from, and β = 0 leaves the sampler untouched."""
+    import dataclasses
+
+    from fastdiffc.pipelines.dirac import enhance, sample_bounds
+
+    r0 = torch.full((1, 3, 8, 8), -0.4)
+    r0[:, :, :, 4:] = 0.2
+    lo, hi = sample_bounds(r0, 2.0, 1)  # a 1x1 window: ρ = |r̂_0| pixel by pixel
+    assert torch.allclose(hi - r0, 2.0 * r0.abs()) and torch.allclose(r0 - lo, 2.0 * r0.abs())
+    assert sample_bounds(r0, 0.0, 9) is None
+    with pytest.raises(ValueError, match="odd integer"):
+        ResidualSpec(sample_bound=1.0, sample_bound_window=4)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        ResidualSpec(sample_bound=-1.0)
+
+    class Wild:
+        """A stand-in model: a smooth first prediction, then large noisy ones."""
+
+        def __init__(self, beta):
+            self.spec = ResidualSpec(sample_bound=beta, sample_bound_window=3)
+            self.calls = []
+
+        def __call__(self, z, lam, cond):
+            out = 0.1 * torch.ones_like(z) if not self.calls else 5.0 * torch.randn_like(z)
+            self.calls.append(out)
+            return out
+
+    x_base = torch.zeros(1, 3, 16, 16)
+    seen = []
+    torch.manual_seed(0)
+    bounded = Wild(0.5)
+    enhance(bounded, x_base, None, steps=4, seed=1,
+            trajectory=lambda k, x: seen.append(x * bounded.spec.residual_scale))
+    assert len(seen) == 5
+    for x in seen[1:]:  # ρ = 0.1 everywhere: within 0.1 ± 0.05 (scaled residual units)
+        assert float(x.min()) >= 0.05 - 1e-5 and float(x.max()) <= 0.15 + 1e-5
+    free = Wild(0.0)
+    torch.manual_seed(0)
+    out = enhance(free, x_base, None, steps=4, seed=1)
+    assert float(out.abs().max()) > 0.2  # unbounded: the wild predictions come through
+    assert dataclasses.replace(bounded.spec, sample_bound=0.0) == free.spec.__class__(sample_bound_window=3)
+
+
 # ----------------------------------------------------------------------------- golden file
 
 GOLDEN = Path(__file__).parent / "golden"

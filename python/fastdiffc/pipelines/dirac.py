@@ -79,13 +79,27 @@ def schedule(logsnr_start: float, logsnr_end: float, steps: int = MAX_DECODE_STE
     return [float(logsnr_start)] + [first + (logsnr_end - first) * k / (steps - 1) for k in range(steps)]
 
 
+def sample_bounds(r0: torch.Tensor, beta: float, window: int):
+    """(lower, upper) limits r̂_0 ∓ β·ρ for the sampler's later predictions, ρ the local RMS of
+    the 0-step estimate r̂_0 [1, C, H, W] over channels and a window × window box (the box
+    shrinks at the borders); None when β is 0 (no bound)."""
+    if not beta:
+        return None
+    energy = r0.float().pow(2).mean(1, keepdim=True)
+    rho = torch.nn.functional.avg_pool2d(energy, window, stride=1, padding=window // 2,
+                                         count_include_pad=False).sqrt()
+    return r0 - beta * rho, r0 + beta * rho
+
+
 def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
             precision: str = "float32", gain: float = 1.0) -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
     `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
     Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32.
     `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table); the sampler
-    itself always continues from the unshrunk prediction."""
+    itself always continues from the unshrunk prediction. A model whose spec sets a sampling
+    bound β keeps every later prediction within β times the local RMS of the first one
+    (`sample_bounds`)."""
     spec = model.spec
     if not 0 <= steps <= MAX_DECODE_STEPS:
         raise ValueError(f"decode_steps must be in 0..{MAX_DECODE_STEPS}, got {steps}")
@@ -100,10 +114,13 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
             trajectory(0, first)
         if steps == 0:
             return first
+        bounds = sample_bounds(r_hat, spec.sample_bound, spec.sample_bound_window)
         for k in range(1, steps + 1):
             c_z, c_x, std = posterior_coefficients_f(lams[k - 1], lams[k])
             z = c_z * z + c_x * r_hat + std * shared_normals(seed, DOMAIN_STEP, x_base.shape, stream=k)
             r_hat = model(z, lams[k], cond)
+            if bounds is not None:  # the bounded prediction is also what the next step moves toward
+                r_hat = torch.maximum(torch.minimum(r_hat, bounds[1]), bounds[0])
             if trajectory is not None:
                 trajectory(k, (x_base + r_hat / k_r).clamp(-1, 1))
     return (x_base + r_hat / k_r).clamp(-1, 1)
