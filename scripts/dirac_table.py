@@ -7,6 +7,9 @@ files as X's own points at each quality): PSNR BD-rate of DIRAC over X
   and exactly X's bytes),
 and the mean PSNR gain at equal base files. Writes a markdown table to stdout.
 
+The learned base `cdc` is compared with a CDC curve `cdc[@MODEL]-s0` in the same report (the
+CDC model the DIRAC model's cdc label was trained on; its `level=N` settings are DIRAC's `q=N`).
+
     python scripts/dirac_table.py docs/results/native
 """
 
@@ -32,12 +35,18 @@ def main() -> int:
     print(f"{len(used)} photos\n")
     print("| base codec | BD-rate, .fdc | BD-rate, plain file | mean PSNR gain at equal base file | qualities |")
     print("|---|---|---|---|---|")
+    cdc_curves = [c for c in sorted(curves) if re.fullmatch(r"cdc(?:@.+)?-s0", c)]
     for label in sorted(curves):
         m = re.fullmatch(r"dirac(?:@[^-]+)?-(\w+)-s0", label)
-        if not m or m.group(1) not in curves:
+        if not m:
             continue
         base = m.group(1)
-        ours, theirs = curves[label], {p["setting"]: p for p in curves[base]}
+        if base == "cdc" and cdc_curves:
+            base = cdc_curves[0]
+        if base not in curves:
+            continue
+        theirs = {_as_quality(p["setting"]): p for p in curves[base]}
+        ours = curves[label]
         pairs = [(p, theirs[p["setting"]]) for p in ours if p["setting"] in theirs]
         if len(pairs) < 4:
             continue
@@ -47,11 +56,17 @@ def main() -> int:
                         [b["bpp"] for _, b in pairs], [o["psnr"] for o, _ in pairs])
         gains = defaultdict(list)
         for (image, codec, setting), r in by_key.items():
-            if codec == label and (image, base, setting) in by_key and image in used:
-                gains[setting].append(float(r["psnr"]) - float(by_key[image, base, setting]["psnr"]))
+            their_setting = setting.replace("q=", "level=") if base in cdc_curves else setting
+            if codec == label and (image, base, their_setting) in by_key and image in used:
+                gains[setting].append(float(r["psnr"]) - float(by_key[image, base, their_setting]["psnr"]))
         mean_gain = sum(sum(v) for v in gains.values()) / max(1, sum(len(v) for v in gains.values()))
         print(f"| {base} | {fdc:+.1f}% | {plain:+.1f}% | {mean_gain:+.3f} dB | {len(pairs)} |")
     return 0
+
+
+def _as_quality(setting: str) -> str:
+    """A CDC curve's "level=N" as the DIRAC cdc curve's "q=N"; other settings unchanged."""
+    return "q=" + setting[len("level="):] if setting.startswith("level=") else setting
 
 
 if __name__ == "__main__":
