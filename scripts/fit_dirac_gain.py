@@ -41,6 +41,11 @@ def main() -> int:
     args = ap.parse_args()
 
     model = ResidualDenoiser.load(args.model)
+    cdc_name = "cdc"
+    if model.spec.cdc_model:  # the CDC model its cdc label was trained on, wherever it ships now
+        from fastdiffc.models.registry import load_model_for_file
+
+        cdc_name = load_model_for_file(model.spec.cdc_model, int(model.spec.cdc_hash, 16)).name
     k = model.spec.residual_scale
     num, den, count = defaultdict(float), defaultdict(float), defaultdict(int)
     mse_model_of, mse_base_of = defaultdict(list), defaultdict(list)
@@ -51,7 +56,7 @@ def main() -> int:
             qs = tuple(q for q in QUALITIES if lo <= q <= hi)
             for x, xb, label, scalars, _spec in heldout_pairs(args.heldout, args.cache_dir, scale=scale,
                                                              qualities=qs, codecs=(codec,),
-                                                             labels=model.spec.labels):
+                                                             labels=model.spec.labels, cdc_model=cdc_name):
                 lb = float(scalars[0, 0])
                 b = next(e for e in EDGES if lb <= e)
                 z = torch.randn(xb.shape, generator=torch.Generator().manual_seed(0))

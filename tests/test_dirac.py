@@ -447,27 +447,35 @@ GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_STEPS = (0, 4)
 
 
-def make_dirac_golden() -> None:
-    """Regenerate the golden DIRAC file and its decodes (run by hand after changing the shipped
-    model: `python -c "import tests.test_dirac as t; t.make_dirac_golden()"` from the repo root)."""
+def make_dirac_golden(name: str = "dirac_v1_cdc_48x64", base: str = "cdc", quality: int = 2) -> None:
+    """Write a golden DIRAC file of the shipped default model and its decodes (run by hand after
+    changing the shipped model, under a new name so the older files stay as they were:
+    `python -c "import tests.test_dirac as t; t.make_dirac_golden()"` from the repo root).
+    dirac_v1_jpeg_48x64 was written with the first default (now dirac-20261202), base jpeg q 35."""
     codec = load_codec("dirac", precision="float32", seed=11)
-    data = codec.compress(photo(48, 64), base="jpeg", quality=35)
-    (GOLDEN / "dirac_v1_jpeg_48x64.fdc").write_bytes(data)
+    data = codec.compress(photo(48, 64), base=base, quality=quality)
+    (GOLDEN / f"{name}.fdc").write_bytes(data)
     for k in GOLDEN_STEPS:
-        codec.decompress(data, decode_steps=k).save(GOLDEN / f"dirac_v1_jpeg_48x64_s{k}.png")
+        codec.decompress(data, decode_steps=k).save(GOLDEN / f"{name}_s{k}.png")
 
 
-def test_golden_file_decodes_within_tolerance():
-    """A DIRAC file written by the shipped model decodes to the recorded pixels. Tolerance: the
-    base JPEG decoder (libjpeg-turbo) and float maths may differ across versions and machines, so
-    ≤ 3 grey levels per pixel and ≤ 0.5 on average (measured here: exact)."""
-    data = (GOLDEN / "dirac_v1_jpeg_48x64.fdc").read_bytes()
+@pytest.mark.parametrize("name, base, retired", [("dirac_v1_jpeg_48x64", "jpeg", "dirac-20261202"),
+                                                 ("dirac_v1_cdc_48x64", "cdc", None)])
+def test_golden_file_decodes_within_tolerance(name, base, retired):
+    """DIRAC files written by a shipped default decode to the recorded pixels: the first default's
+    (a JPEG base; the model is now retired and found by its hash) and today's over the learned cdc
+    base. Tolerance: base decoders (libjpeg-turbo) and float maths may differ across versions and
+    machines, so ≤ 3 grey levels per pixel and ≤ 0.5 on average (measured here: exact)."""
+    from fastdiffc.models.registry import load_model
+
+    data = (GOLDEN / f"{name}.fdc").read_bytes()
     h = container.read(data).header
-    assert h.pipeline == "dirac" and h.params_version == 1 and h.model("base").name == "jpeg"
+    assert h.pipeline == "dirac" and h.params_version == 1 and h.model("base").name == base
     assert h.model("denoiser").name == "dirac" and h.precision == "float32"
+    assert h.model("denoiser").hash == load_model(retired or "dirac").content_hash
     codec = load_codec("dirac")  # "auto" precision follows the file: float32
     for k in GOLDEN_STEPS:
-        want = np.asarray(Image.open(GOLDEN / f"dirac_v1_jpeg_48x64_s{k}.png"), dtype=np.int16)
+        want = np.asarray(Image.open(GOLDEN / f"{name}_s{k}.png"), dtype=np.int16)
         got = np.asarray(codec.decompress(data, decode_steps=k), dtype=np.int16)
         diff = np.abs(got - want)
         assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
