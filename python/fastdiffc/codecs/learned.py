@@ -21,7 +21,8 @@ from PIL import Image
 
 from ..container import Reader, put_varint
 from ..models.cdc_coding import decode_latents, encode_latents
-from .plain import BASE_CODECS, PlainImage
+from .classical import get_codec
+from .plain import BASE_CODECS, DEFAULT_MAX_PIXELS, PlainImage, open_plain
 
 LEARNED_BASES = ("cdc",)
 # Every base codec a DIRAC file can name, in the label order of DIRAC models trained with
@@ -73,4 +74,21 @@ def open_cdc(model, data: bytes, width: int, height: int) -> PlainImage:
     return PlainImage("cdc", Image.fromarray(np.ascontiguousarray(pixels)), len(data), None)
 
 
-__all__ = ["DIRAC_BASES", "LEARNED_BASES", "cdc_levels", "encode_cdc", "open_cdc"]
+def encode_base(codec: str, image: Image.Image, setting: int, cdc=None) -> bytes:
+    """Any DIRAC base codec's bitstream of an RGB image: a classical codec at quality `setting`,
+    or the cdc base at level `setting` with the CDC model `cdc`."""
+    if codec in LEARNED_BASES:
+        return encode_cdc(cdc, image, setting)
+    return get_codec(codec).encode(image, setting)
+
+
+def open_base(codec: str, data: bytes, width: int, height: int, *, cdc=None,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> PlainImage:
+    """Any DIRAC base codec's decode of `data`, which must be a `codec` bitstream of a width ×
+    height image (the cdc base: with the CDC model `cdc`). FormatError otherwise."""
+    if codec in LEARNED_BASES:
+        return open_cdc(cdc, data, width, height)
+    return open_plain(data, expect=codec, max_pixels=max_pixels, expect_size=(width, height))
+
+
+__all__ = ["DIRAC_BASES", "LEARNED_BASES", "cdc_levels", "encode_base", "encode_cdc", "open_base", "open_cdc"]

@@ -135,10 +135,15 @@ class ResidualDenoiser(nn.Module):
     def config(self) -> UNetConfig:
         return self.net.config
 
+    def check_base(self, codec: str) -> None:
+        """ValueError unless this model was trained on base codec `codec` (one of its labels)."""
+        if codec not in self.spec.labels:
+            raise ValueError(f"DIRAC model {self.name!r} was trained on base codecs {', '.join(self.spec.labels)}, "
+                             f"not {codec}")
+
     def conditioning(self, x_base: torch.Tensor, codec: str, bpp: float, quality: int | None) -> Conditioning:
         """Conditioning for a batch of one base reconstruction (x_base [1, 3, H, W] in [-1, 1])."""
-        if codec not in self.spec.labels:
-            raise ValueError(f"this DIRAC model knows base codecs {', '.join(self.spec.labels)}, not {codec!r}")
+        self.check_base(codec)
         n = x_base.shape[0]
         label = torch.full((n,), self.spec.labels.index(codec), dtype=torch.long)
         scalars = torch.tensor([rate_features(codec, bpp, quality)] * n, dtype=torch.float32)

@@ -39,7 +39,7 @@ from PIL import Image
 
 from .. import precision as precisions
 from ..codecs.classical import get_codec, library_version
-from ..codecs.learned import DIRAC_BASES, cdc_levels, encode_cdc, open_cdc
+from ..codecs.learned import DIRAC_BASES, LEARNED_BASES, cdc_levels, encode_base, open_base
 from ..codecs.plain import PlainImage, open_plain
 from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients_f
@@ -226,12 +226,12 @@ class DiracCodec(Codec):
             name, h = model_identity(m)
             # A learned base is pinned by its content hash; `version` holds the registry name it
             # is loaded by (a classical base keeps its library version there).
-            return (lambda pil, q: encode_cdc(m, pil, q)), 0, cdc_levels(m) - 1, ModelRef("base", "cdc", h, name)
-        codec = get_codec(base)
-        reason = codec.unavailable_reason()
+            return (lambda pil, q: encode_base(base, pil, q, cdc=m)), 0, cdc_levels(m) - 1, \
+                ModelRef("base", base, h, name)
+        reason = get_codec(base).unavailable_reason()
         if reason:
             raise ValueError(f"base codec {base} is unavailable: {reason}")
-        return codec.encode, 0, 100, ModelRef("base", base, 0, library_version(base))
+        return (lambda pil, q: encode_base(base, pil, q)), 0, 100, ModelRef("base", base, 0, library_version(base))
 
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
@@ -243,9 +243,7 @@ class DiracCodec(Codec):
         self.budget.check_pixels(prep.height, prep.width, decoding=False)
         pil = tensor_to_pil(prep.tensor, 3)
         model = self.model_for_encoding()
-        if base not in model.spec.labels:
-            raise ValueError(f"DIRAC model {model.name!r} was trained on base codecs {', '.join(model.spec.labels)}, "
-                             f"not {base}")
+        model.check_base(base)
         encode, lowest, highest, base_ref = self._base_encoder(base)
         header = Header("dirac", (base_ref, ModelRef("denoiser", model.name, int(model.content_hash))),
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
@@ -304,17 +302,16 @@ class DiracCodec(Codec):
         if len(f.segments) != 1:
             raise InvalidFieldError(f"a DIRAC file holds one base bitstream, this one declares {len(f.segments)}")
         model = self._model_for(h.model("denoiser") or _missing_denoiser())
-        if base.name == "cdc":
+        cdc = None
+        if base.name in LEARNED_BASES:
             if not base.version:
                 raise InvalidFieldError("this DIRAC file's cdc base names no CDC model")
             given = self.cdc_for_encoding() if self._cdc_arg is not None else None
             cdc = resolve_model(ModelRef("decoder", base.version, base.hash), given, kind="cdc",
                                 cache=self._file_models)
-            with model_threads():
-                plain = open_cdc(cdc, f.segments[0], h.width, h.height)
-        else:
-            plain = open_plain(f.segments[0], expect=base.name, max_pixels=self.budget.max_pixels,
-                               expect_size=(h.width, h.height))
+        with model_threads():
+            plain = open_base(base.name, f.segments[0], h.width, h.height, cdc=cdc,
+                              max_pixels=self.budget.max_pixels)
         precision = self._resolved_precision
         if self.precision == "auto" and h.precision in ("float32", "bfloat16"):
             # bfloat16 named by a file but not native here runs emulated (slow but correct).

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..codecs.classical import get_codec
-from ..codecs.learned import DIRAC_BASES, cdc_levels, encode_cdc, open_cdc
-from ..codecs.plain import open_plain, rate_features
+from ..codecs.learned import DIRAC_BASES, LEARNED_BASES, cdc_levels, encode_base, open_base
+from ..codecs.plain import rate_features
 from .data import downscale, list_images, load_image, to_model_range
 
 # Quality ranges per codec covering ≈ 0.05–2 bpp on photos (HEIC above 80 jumps past 2 bpp).
@@ -90,21 +89,20 @@ def _encode_one(args) -> tuple[str, int]:
     if not path.exists():
         img = downscale(load_image(spec.image), spec.scale)
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        if spec.codec == "cdc":
-            data = encode_cdc(load_cdc(cdc_model), pil, spec.quality)
-        else:
-            data = get_codec(spec.codec).encode(pil, spec.quality)
+        data = encode_base(spec.codec, pil, spec.quality, cdc=_cdc_for(spec, cdc_model))
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
     return str(path), path.stat().st_size
 
 
-def open_base(spec: PairSpec, data: bytes, width: int, height: int, cdc_model: str = DEFAULT_CDC_MODEL):
+def _cdc_for(spec: PairSpec, cdc_model: str):
+    return load_cdc(cdc_model) if spec.codec in LEARNED_BASES else None
+
+
+def _open_pair_base(spec: PairSpec, data: bytes, width: int, height: int, cdc_model: str):
     """The decoded base file of a pair (codecs.plain.PlainImage)."""
-    if spec.codec == "cdc":
-        return open_cdc(load_cdc(cdc_model), data, width, height)
-    return open_plain(data, expect=spec.codec)
+    return open_base(spec.codec, data, width, height, cdc=_cdc_for(spec, cdc_model))
 
 
 def build_cache(specs, cache_dir, workers: int = 1, cdc_model: str = DEFAULT_CDC_MODEL) -> list[Path]:
@@ -142,7 +140,7 @@ class BasePairs:
             orig = originals[key]
             if orig.shape[1] < patch_size or orig.shape[2] < patch_size:
                 continue
-            plain = open_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
+            plain = _open_pair_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
             base = torch.from_numpy(np.asarray(plain.image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
             feats = torch.tensor(rate_features(spec.codec, plain.bpp, plain.quality), dtype=torch.float32)
             self.items.append((orig, base, labels.index(spec.codec), feats))
@@ -194,7 +192,7 @@ def heldout_pairs(folder, cache_dir, *, scale: float = 0.5, qualities=(20, 50, 8
         if spec.image not in originals:
             originals[spec.image] = downscale(load_image(spec.image), spec.scale)
         orig = originals[spec.image]
-        plain = open_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
+        plain = _open_pair_base(spec, path.read_bytes(), orig.shape[2], orig.shape[1], cdc_model)
         base = torch.from_numpy(np.asarray(plain.image, dtype=np.uint8).copy()).permute(2, 0, 1)
         h = min(orig.shape[1], max_side) // ALIGN * ALIGN
         w = min(orig.shape[2], max_side) // ALIGN * ALIGN
