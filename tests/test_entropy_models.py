@@ -149,3 +149,31 @@ def test_golden_entropy_bitstream():
     assert hashlib.sha256(v.tobytes()).hexdigest() == golden["symbols_sha256"]
     assert data.hex() == golden["bytes_hex"]
     assert np.array_equal(em.decode_symbols(bytes.fromhex(golden["bytes_hex"]), idx, em.gaussian_tables()), v)
+
+
+def test_gaussian_log_likelihood_is_exact_in_the_tails_and_keeps_its_gradient():
+    """Training's rate term: ln P of the unit bin matches scipy from the centre far into the tail
+    (where a floored probability would read 1e-9), and an outlier's gradient widens σ and pulls y
+    towards μ — with the floor both gradients are zero and the outlier's rate goes unpunished."""
+    from scipy.stats import norm
+
+    g = em.GaussianConditional()
+    cases = [(0.0, 0.11), (0.3, 1.0), (1.0, 0.5), (0.6, 0.11), (5.0, 0.39), (20.0, 0.2), (3.0, 128.0), (100.0, 128.0)]
+    for v, s in cases:
+        y = torch.tensor([v], dtype=torch.float32, requires_grad=True)
+        sigma = torch.tensor([s], dtype=torch.float32, requires_grad=True)
+        ll = g.log_likelihood(y, torch.zeros(1), sigma)
+        ll.sum().backward()
+        s_eff = max(s, 0.11)
+        hi, lo = norm.logcdf((0.5 - v) / s_eff), norm.logcdf((-0.5 - v) / s_eff)
+        ref = hi + np.log1p(-np.exp(lo - hi))
+        assert abs(float(ll) - ref) <= 1e-5 * max(1.0, abs(ref)), (v, s, float(ll), ref)
+        assert np.isfinite(float(sigma.grad)) and np.isfinite(float(y.grad))
+        if v >= 5 * s:  # far outliers: more σ and less |y − μ| raise the likelihood, strongly
+            assert float(sigma.grad) > 1.0 and float(y.grad) < -1.0, (v, s, float(sigma.grad), float(y.grad))
+    # the floored probability of the estimates is the same function
+    y = torch.tensor([0.0, 0.7, 5.0, 40.0])
+    lik = g.likelihood(y, torch.zeros(1), torch.full((4,), 0.3))
+    assert torch.allclose(lik[:3].clamp_min(em.LIKELIHOOD_BOUND),
+                          g.log_likelihood(y, torch.zeros(1), torch.full((4,), 0.3))[:3].exp().clamp_min(1e-9))
+    assert float(lik[3]) == pytest.approx(em.LIKELIHOOD_BOUND)

@@ -52,6 +52,7 @@ NUM_SCALES = 64
 TAIL_SIGMAS = Decimal("4.5")  # a Gaussian table covers |q| <= ceil(4.5 σ_k); beyond: escape
 MAX_ESCAPE_BITS = 20  # an escaped value lies at most 2^20 − 1 beyond its table's range
 LIKELIHOOD_BOUND = 1e-9
+_DIRECT_MIN = 1e-4  # below this bin mass the Gaussian likelihood is computed in log space
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -356,12 +357,29 @@ class GaussianConditional(nn.Module):
         t = lower_bound(t, 0.0)
         return self.scale_min * torch.exp(self.step * t.clamp_max(NUM_SCALES - 1))
 
+    def log_likelihood(self, y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """ln P(the unit bin around y) under N(mean, scale²), in float32 or wider, exact far into the tails.
+
+        Training's rate term uses this, not a floored probability: with P floored at
+        LIKELIHOOD_BOUND an outlier (|y − μ| ≫ σ) has no gradient, so neither the encoder nor the
+        hyperprior learns that it costs anything, and the rd stage learned to park information
+        there (measured on the second CDC model: 846 latents at the floor, 97% in two channels,
+        the file paying ~20 escape bits for each). In log space their gradient widens σ or pulls
+        y back. The bin is mirrored into the lower tail (v = |y − μ|), where log Φ is accurate."""
+        dt = torch.promote_types(y.dtype, torch.float32)
+        v = (y.to(dt) - mean.to(dt)).abs()
+        s = lower_bound(scale.to(dt), self.scale_min)
+        hi, lo = (0.5 - v) / s, (-0.5 - v) / s
+        direct = _std_normal_cdf(hi) - _std_normal_cdf(lo)
+        log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+        # ln(Φ(hi) − Φ(lo)) = ln Φ(hi) + ln(1 − Φ(lo)/Φ(hi)); the clamp keeps the unused branch finite
+        tail = log_hi + torch.log1p(-torch.exp((log_lo - log_hi).clamp_max(-1e-6)))
+        use_direct = direct > _DIRECT_MIN
+        return torch.where(use_direct, torch.log(direct.clamp_min(_DIRECT_MIN)), tail)
+
     def likelihood(self, y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        v = (y - mean).abs()
-        s = lower_bound(scale, self.scale_min)
-        upper = _std_normal_cdf((0.5 - v) / s)
-        lower = _std_normal_cdf((-0.5 - v) / s)
-        return lower_bound(upper - lower, LIKELIHOOD_BOUND)
+        """P(the unit bin around y), floored at LIKELIHOOD_BOUND (for estimates, not for training)."""
+        return lower_bound(self.log_likelihood(y, mean, scale).exp(), LIKELIHOOD_BOUND)
 
     @staticmethod
     def tables() -> tuple[IntTable, ...]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,11 +272,11 @@ class CDCModel(nn.Module):
         mean, t = self.h_s(z_hat)
         scale = self.gaussian.scale_from_t(t)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if noise else mean + torch.round(y - mean)
-        lik_y = self.gaussian.likelihood(y_noisy, mean, scale)
+        log_lik_y = self.gaussian.log_likelihood(y_noisy, mean, scale)
         lik_z = self.prior_z.likelihood(z_noisy)
         y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
         x_bar = self.mean_decode(y_hat, level)
-        bits_y = -torch.log2(lik_y).flatten(1).sum(1)
+        bits_y = -log_lik_y.flatten(1).sum(1) / math.log(2)
         bits_z = -torch.log2(lik_z).flatten(1).sum(1)
         return {"x_bar": x_bar, "bits_y": bits_y, "bits_z": bits_z, "y_hat": y_hat}
 
