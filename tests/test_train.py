@@ -343,3 +343,23 @@ def test_dirac_warm_start_extends_a_model_trained_on_fewer_base_codecs(tmp_path)
     save_residual(old, ResidualSpec(labels=("webp", "jpeg", "avif", "heic", "jxl")), tmp_path / "odd.safetensors")
     with pytest.raises(ValueError, match="not a prefix"):
         tr.init_weights(tmp_path / "odd.safetensors")
+
+
+def test_dirac_pair_cache_in_worker_processes_matches_one_process(tmp_path):
+    """The pair cache built by 2 worker processes — after torch has run a threaded op in this
+    process, as a training run's has — is byte for byte the one a single process writes, the
+    learned cdc base included. Forked workers used to hang forever on a lock copied mid-use."""
+    from pathlib import Path
+
+    from fastdiffc.train.pairs import build_cache, draw_specs
+    from PIL import Image
+
+    torch.set_num_threads(2)
+    torch.nn.functional.conv2d(torch.randn(1, 8, 64, 64), torch.randn(8, 8, 3, 3))  # start the thread pool
+    sample = Image.open(Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png").convert("RGB")
+    sample.crop((0, 0, 64, 48)).save(tmp_path / "a.png")
+    specs = draw_specs([tmp_path / "a.png"], codecs=("jpeg", "cdc"), scales=(1.0,), per_codec=2)
+    one = build_cache(specs, tmp_path / "one", workers=1)
+    two = build_cache(specs, tmp_path / "two", workers=2)
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,10 @@ def build_cache(specs, cache_dir, workers: int = 1, cdc_model: str = DEFAULT_CDC
     cache.mkdir(parents=True, exist_ok=True)
     jobs = [(s, str(cache), cdc_model) for s in specs]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: a child forked after torch has started its thread pool (the cdc base
+        # runs CDC's transforms) can wait forever on a lock copied in the held state (seen: every
+        # worker asleep on a futex, no pair written)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_encode_one, jobs, chunksize=4))
     else:
         done = [_encode_one(j) for j in jobs]
