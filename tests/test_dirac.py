@@ -4,6 +4,7 @@ A tiny random residual model (perturbed so it is not the identity) keeps the tes
 shipped model is exercised by test_dirac_shipped_model when its weights are installed.
 """
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -397,8 +398,9 @@ def test_output_gain_table_shrinks_only_the_zero_step_output():
     assert spec.gain("avif", 0.1) == 1.2 and spec.gain("webp", 0.1) == 1.0
     shrunk = ResidualDenoiser(m.net, spec, name="tiny-dirac", content_hash=0x1234ABCD).eval()
     im = photo(128, 192)
-    data = DiracCodec(m).compress(im, base="jpeg", bpp=0.45)  # log2 bpp < -1: γ = 0
-    base = open_plain(container.read(data).segments[0]).image
+    # The table decides for plain files (and version-1 .fdc files); a version-2 .fdc signals its own γ.
+    data = container.read(DiracCodec(m).compress(im, base="jpeg", bpp=0.45)).segments[0]  # log2 bpp < -1: γ = 0
+    base = open_plain(data).image
     assert np.array_equal(np.asarray(DiracCodec(shrunk).decompress(data)), np.asarray(base))
     assert not np.array_equal(np.asarray(DiracCodec(m).decompress(data)), np.asarray(base))
     # Steps > 0 continue from the unshrunk prediction: identical with or without the table.
@@ -498,3 +500,58 @@ def test_a_codec_loads_the_model_a_file_names_once():
     first = codec._model_for(container.read(data).header.model("denoiser"))
     codec.decompress(data, decode_steps=1)
     assert codec._model_for(container.read(data).header.model("denoiser")) is first
+
+
+def test_signalled_gain_is_the_encoders_least_squares_choice():
+    """A version-2 file carries the encoder's 0-step gain code: decoding follows it (a forged
+    code changes the output), with the shipped model the chosen code beats its neighbours, the
+    table's γ and the plain base on PSNR, steps > 0 ignore it, and a code beyond 128 is refused."""
+    from fastdiffc.pipelines import dirac as dirac_mod
+
+    codec = load_codec("dirac")
+    im = photo(96, 128)
+    data = codec.compress(im, base="jpeg", quality=30)
+    f = container.read(data)
+    assert f.header.params_version == 2
+    seed, code = dirac_mod._decode_params(f.header.params, 2)
+    assert seed == 0 and 0 <= code <= dirac_mod.MAX_GAIN_CODE
+    assert codec.describe_params(f.header)["output_gain"] == f"{code}/64 (signalled)"
+
+    def forged(c):
+        return container.write(dataclasses.replace(f.header, params=dirac_mod._encode_params(seed, c)), f.segments)
+
+    def score(blob):
+        return psnr(codec.decompress(blob), im)
+
+    own = score(data)
+    for other in {max(code - 8, 0), min(code + 8, 128), 0}:
+        if other != code:
+            assert own >= score(forged(other)) - 0.02, (code, other)
+    assert own >= score(f.segments[0]) - 0.02  # the plain JPEG through DIRAC: the table's γ
+    assert own >= psnr(open_plain(f.segments[0]).image, im) - 0.02  # γ = 0 is the base itself
+    assert code != 0
+    assert not np.array_equal(np.asarray(codec.decompress(forged(0))), np.asarray(codec.decompress(data)))
+    assert np.array_equal(np.asarray(codec.decompress(forged(0), decode_steps=2)),
+                          np.asarray(codec.decompress(data, decode_steps=2)))
+    for bad in (129, 255):
+        with pytest.raises(InvalidFieldError, match="gain code"):
+            codec.decompress(forged(bad))
+    with pytest.raises(FormatError):  # a version-2 block without its gain byte
+        codec.decompress(container.write(dataclasses.replace(f.header, params=f.header.params[:-1]), f.segments))
+
+
+def test_version_1_files_decode_with_the_table_gain(codec):
+    """Files written before the signalled gain (parameter block version 1: the seed only) still
+    decode, with the model's table, exactly like the plain base file through DIRAC."""
+    from fastdiffc.container import put_varint
+
+    im = photo(64, 96)
+    f = container.read(codec.compress(im, base="jpeg", quality=40))
+    seed = bytearray()
+    put_varint(seed, 0)
+    v1 = container.write(dataclasses.replace(f.header, params_version=1, params=bytes(seed)), f.segments)
+    assert codec.describe_params(container.read(v1).header)["output_gain"] == "the model's table (codec, rate)"
+    assert np.array_equal(np.asarray(codec.decompress(v1)), np.asarray(codec.decompress(f.segments[0])))
+    with pytest.raises(FormatError):  # a version-1 block with a trailing byte
+        codec.decompress(container.write(dataclasses.replace(f.header, params_version=1, params=bytes(seed) + b"\x05"),
+                                         f.segments))

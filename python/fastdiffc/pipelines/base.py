@@ -292,10 +292,10 @@ class Budget:
                                         + (f" ({hint})" if hint else ""))
 
 
-def read_own_file(data: bytes, pipeline: str, params_version: int, budget: Budget):
-    """Read an .fdc file that `pipeline` (one parameter-block version) must decode, checking the
-    pipeline, the parameter-block version and the declared pixels against `budget` before
-    anything is decoded. Returns container.FdcFile."""
+def read_own_file(data: bytes, pipeline: str, params_version: int | tuple[int, ...], budget: Budget):
+    """Read an .fdc file that `pipeline` (one parameter-block version, or any of a tuple) must
+    decode, checking the pipeline, the parameter-block version and the declared pixels against
+    `budget` before anything is decoded. Returns container.FdcFile."""
     from ..container import read
     from ..errors import UnknownPipelineError, UnsupportedVersionError
 
@@ -304,9 +304,10 @@ def read_own_file(data: bytes, pipeline: str, params_version: int, budget: Budge
     if h.pipeline != pipeline:
         raise UnknownPipelineError(f"this file was written by the {h.pipeline!r} pipeline; "
                                    f"use load_codec({h.pipeline!r})")
-    if h.params_version != params_version:
+    versions = params_version if isinstance(params_version, tuple) else (params_version,)
+    if h.params_version not in versions:
         raise UnsupportedVersionError(f"{pipeline.upper()} parameter block version {h.params_version} is not "
-                                      f"supported (this build reads version {params_version})")
+                                      f"supported (this build reads version {', '.join(map(str, versions))})")
     budget.check_pixels(h.height, h.width, decoding=True)
     return f
 

@@ -33,6 +33,8 @@ the conditioning comes from the file itself (codecs/plain.py) and the seed is 0.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from PIL import Image
@@ -57,7 +59,16 @@ from .base import (
     shared_normals,
 )
 
-PARAMS_VERSION = 1
+# Parameter block: version 1 = the seed; version 2 (written since the signalled gain) = the seed
+# and the encoder's output gain code. Both decode.
+PARAMS_VERSION = 2
+PARAMS_VERSIONS = (1, 2)
+# The 0-step output gain the encoder chooses per image and writes into the file: γ = code / 64,
+# code 0..128 (γ ∈ [0, 2]). Only the encoder has the original, so only it can measure how far
+# the model's residual estimate is to be trusted on *this* image; the model's table of gains per
+# (codec, rate) is a held-out average, and still what a plain file and a version-1 file get.
+GAIN_DENOM = 64
+MAX_GAIN_CODE = 128
 MAX_DECODE_STEPS = 20
 # The fixed schedule: λ_0 = the model's λ_start (pure noise), then 20 steps evenly spaced in λ
 # from FIRST_STEP_LOGSNR to the model's λ_end. Below ≈ −2 a step changes nothing visible (the
@@ -107,8 +118,7 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     k_r = spec.residual_scale
     model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
-        z = shared_normals(seed, DOMAIN_START, x_base.shape)
-        r_hat = model(z, lams[0], cond)
+        z, r_hat = _first_prediction(model, x_base, cond, seed, lams[0])
         first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
         if trajectory is not None:
             trajectory(0, first)
@@ -126,22 +136,76 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     return (x_base + r_hat / k_r).clamp(-1, 1)
 
 
-def _encode_params(seed: int) -> bytes:
+def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: float):
+    """(z_0, r̂_0): the pure-noise start drawn from the file's seed and the model's first residual
+    prediction from it — what the 0-step output is made of, for the decoder and the encoder alike."""
+    z = shared_normals(seed, DOMAIN_START, x_base.shape)
+    return z, model(z, logsnr, cond)
+
+
+def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed: int, precision: str) -> int:
+    """The encoder's output gain for this image, as the file's integer code: the least-squares
+    γ = ⟨d, x − x_base⟩ / ⟨d, d⟩ of the decoder's own first prediction d = r̂_0 / K against the
+    true residual, rounded to 1/GAIN_DENOM and clamped to [0, MAX_GAIN_CODE / GAIN_DENOM]. The
+    decoder only reads the integer, so a float difference here changes which file is written,
+    never how one decodes."""
+    spec = model.spec
+    with model_threads():
+        _, r_hat = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
+                                     schedule(spec.logsnr_start, spec.logsnr_end)[0])
+    d = (r_hat / spec.residual_scale).double()
+    t = (x - x_base).double()
+    dd = float((d * d).sum())
+    gamma = float((d * t).sum()) / dd if dd > 0 else 0.0
+    return int(min(max(round(gamma * GAIN_DENOM), 0), MAX_GAIN_CODE))
+
+
+def _encode_params(seed: int, gain_code: int) -> bytes:
     from ..container import put_varint
 
     out = bytearray()
     put_varint(out, seed)
+    out.append(gain_code)
     return bytes(out)
 
 
-def _decode_params(data: bytes) -> int:
+def _decode_params(data: bytes, version: int) -> tuple[int, int | None]:
+    """(seed, gain code or None) of a version-1 or version-2 parameter block."""
     from ..container import Reader
 
     r = Reader(data, what="DIRAC parameters")
     seed = r.varint("seed")
+    code = None
+    if version >= 2:
+        code = r.u8("gain code")  # one byte, so a file's size does not depend on it
+        if code > MAX_GAIN_CODE:
+            raise InvalidFieldError(f"invalid DIRAC parameters: gain code {code} is outside 0..{MAX_GAIN_CODE}")
     if not r.done():
         raise InvalidFieldError("malformed DIRAC parameters: trailing bytes")
-    return seed
+    return seed, code
+
+
+def _base_tensor(plain: PlainImage) -> torch.Tensor:
+    """The decoded base image as the model sees it: 1×3×H×W float32 in [-1, 1]."""
+    arr = np.asarray(plain.image, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedFile:
+    """What decoding needs from a DIRAC .fdc or a plain image file."""
+
+    plain: PlainImage
+    model: object
+    seed: int
+    channels: int
+    precision: str
+    gain_code: int | None  # the encoder's signalled output gain; None: the model's table decides
+
+    def gain(self) -> float:
+        if self.gain_code is not None:
+            return self.gain_code / GAIN_DENOM
+        return self.model.spec.gain(self.plain.codec, self.plain.bpp)
 
 
 class DiracCodec(Codec):
@@ -247,11 +311,17 @@ class DiracCodec(Codec):
         encode, lowest, highest, base_ref = self._base_encoder(base)
         header = Header("dirac", (base_ref, ModelRef("denoiser", model.name, int(model.content_hash))),
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
-                        params_version=PARAMS_VERSION, params=_encode_params(self.seed))
+                        params_version=PARAMS_VERSION, params=_encode_params(self.seed, 0))
+
+        def finish(payload: bytes) -> bytes:
+            # The gain code is one byte whatever its value, so the sizes below hold for the final file.
+            code = self._gain_code(model, prep.tensor, base, payload, prep.width, prep.height)
+            return write(dataclasses.replace(header, params=_encode_params(self.seed, code)), [payload])
+
         if quality is not None:
             if not lowest <= quality <= highest:
                 raise ValueError(f"dirac knob quality must be in {lowest}..{highest} for base {base}, got {quality}")
-            return write(header, [encode(pil, quality)])
+            return finish(encode(pil, quality))
         budget = bpp * prep.height * prep.width / 8.0
 
         def size(payload: bytes) -> int:
@@ -280,21 +350,31 @@ class DiracCodec(Codec):
         for q in range(best + 1, min(best + 3, highest) + 1):
             if size(enc(q)) <= budget:
                 best = q
-        return write(header, [enc(best)])
+        return finish(enc(best))
+
+    def _gain_code(self, model, x: torch.Tensor, base: str, payload: bytes, width: int, height: int) -> int:
+        """The signalled output gain of this file (signalled_gain_code on the decoded base)."""
+        cdc = self.cdc_for_encoding() if base in LEARNED_BASES else None
+        with model_threads():
+            plain = open_base(base, payload, width, height, cdc=cdc, max_pixels=self.budget.max_pixels)
+        x_base = _base_tensor(plain)
+        cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
+        return signalled_gain_code(model, x, x_base, cond, self.seed, self._resolved_precision)
 
     # -- decompress ----------------------------------------------------------------------
-    def open(self, data: bytes) -> tuple[PlainImage, object, int, int, str]:
-        """(decoded base image, model, seed, channels, precision) of an .fdc DIRAC file or a plain
-        image file. The precision is the file's when this codec was built with "auto"."""
+    def open(self, data: bytes) -> OpenedFile:
+        """The decoded base image, model, seed, channels, precision and signalled gain of an .fdc
+        DIRAC file or a plain image file. The precision is the file's when this codec was built
+        with "auto"."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if data[: len(MAGIC)] != MAGIC:
             plain = open_plain(data, max_pixels=self.budget.max_pixels)
-            return plain, self._model_for(None), 0, 3, self._resolved_precision
-        f = read_own_file(data, "dirac", PARAMS_VERSION, self.budget)
+            return OpenedFile(plain, self._model_for(None), 0, 3, self._resolved_precision, None)
+        f = read_own_file(data, "dirac", PARAMS_VERSIONS, self.budget)
         h = f.header
-        seed = _decode_params(h.params)
+        seed, gain_code = _decode_params(h.params, h.params_version)
         base = h.model("base")
         if base is None or base.name not in DIRAC_BASES:
             raise InvalidFieldError(f"this DIRAC file names no known base codec "
@@ -316,41 +396,42 @@ class DiracCodec(Codec):
         if self.precision == "auto" and h.precision in ("float32", "bfloat16"):
             # bfloat16 named by a file but not native here runs emulated (slow but correct).
             precision = h.precision
-        return plain, model, seed, h.channels, precision
+        return OpenedFile(plain, model, seed, h.channels, precision, gain_code)
 
     def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
         steps = self.check_knobs("decode", decode_knobs)["decode_steps"]
-        plain, model, seed, channels, precision = self.open(data)
-        x = self._enhance(plain, model, seed, steps, precision=precision)
-        return tensor_to_pil(x, channels)
+        f = self.open(data)
+        return tensor_to_pil(self._enhance(f, steps), f.channels)
 
     def decompress_steps(self, data: bytes, steps) -> dict[int, Image.Image]:
         """Outputs after each of `steps` decode steps from one sampling run (the realism curve)."""
         wanted = sorted({int(Knob.check(self.decode_knobs[0], s, self.pipeline)) for s in steps})
-        plain, model, seed, channels, precision = self.open(data)
+        f = self.open(data)
         out = {}
 
         def keep(k, x):
             if k in wanted:
-                out[k] = tensor_to_pil(x, channels)
+                out[k] = tensor_to_pil(x, f.channels)
 
-        self._enhance(plain, model, seed, wanted[-1] if wanted else 0, trajectory=keep, precision=precision)
+        self._enhance(f, wanted[-1] if wanted else 0, trajectory=keep)
         return out
 
-    def _enhance(self, plain: PlainImage, model, seed: int, steps: int, trajectory=None,
-                 precision: str = "float32") -> torch.Tensor:
-        arr = np.asarray(plain.image, dtype=np.float32)
-        x_base = torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
-        cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
-        return enhance(model, x_base, cond, steps=steps, seed=seed, trajectory=trajectory, precision=precision,
-                       gain=model.spec.gain(plain.codec, plain.bpp))
+    @staticmethod
+    def _enhance(f: OpenedFile, steps: int, trajectory=None) -> torch.Tensor:
+        x_base = _base_tensor(f.plain)
+        cond = f.model.conditioning(x_base, f.plain.codec, f.plain.bpp, f.plain.quality)
+        return enhance(f.model, x_base, cond, steps=steps, seed=f.seed, trajectory=trajectory,
+                       precision=f.precision, gain=f.gain())
 
     @classmethod
     def describe_params(cls, header) -> dict:
-        if header.params_version != PARAMS_VERSION:
+        if header.params_version not in PARAMS_VERSIONS:
             return super().describe_params(header)
-        return {"params_version": header.params_version, "seed": _decode_params(header.params),
-                "decode_schedule": f"{MAX_DECODE_STEPS} ancestral steps (prefix), first at λ={FIRST_STEP_LOGSNR}"}
+        seed, code = _decode_params(header.params, header.params_version)
+        out = {"params_version": header.params_version, "seed": seed}
+        out["output_gain"] = "the model's table (codec, rate)" if code is None else f"{code}/{GAIN_DENOM} (signalled)"
+        out["decode_schedule"] = f"{MAX_DECODE_STEPS} ancestral steps (prefix), first at λ={FIRST_STEP_LOGSNR}"
+        return out
 
 
 def _missing_denoiser():
