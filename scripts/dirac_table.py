@@ -2,10 +2,11 @@
 
 For every base codec X with a DIRAC curve `dirac[@MODEL]-X-s0` (0 decode steps, the same base
 files as X's own points at each quality): PSNR BD-rate of DIRAC over X
-- as .fdc files (the base bitstream plus the container header), and
-- on X's plain files (DIRAC enhancing a file the user already has: the same pixels — seed 0 —
-  and exactly X's bytes),
-and the mean PSNR gain at equal base files. Writes a markdown table to stdout.
+- as .fdc files (the base bitstream, the container header and the signalled gain), and
+- on X's plain files (DIRAC enhancing a file the user already has, with the model's gain
+  table): from the curve `dirac[@MODEL]-X-gaintable-s0` — the same pixels as the plain file
+  through DIRAC (seed 0) — at exactly X's bytes; "—" when the report has no such curve,
+and the mean PSNR gain of the .fdc at equal base files. Writes a markdown table to stdout.
 
 The learned base `cdc` is compared with a CDC curve `cdc[@MODEL]-s0` in the same report (the
 CDC model the DIRAC model's cdc label was trained on; its `level=N` settings are DIRAC's `q=N`).
@@ -52,15 +53,19 @@ def main() -> int:
             continue
         fdc = bd_rate([b["bpp"] for _, b in pairs], [b["psnr"] for _, b in pairs],
                       [o["bpp"] for o, _ in pairs], [o["psnr"] for o, _ in pairs])
-        plain = bd_rate([b["bpp"] for _, b in pairs], [b["psnr"] for _, b in pairs],
-                        [b["bpp"] for _, b in pairs], [o["psnr"] for o, _ in pairs])
+        plain = "—"
+        table = {p["setting"]: p for p in curves.get(label[:-len("-s0")] + "-gaintable-s0", [])}
+        plain_pairs = [(table[o["setting"]], b) for o, b in pairs if o["setting"] in table]
+        if len(plain_pairs) >= 4:
+            plain = "{:+.1f}%".format(bd_rate([b["bpp"] for _, b in plain_pairs], [b["psnr"] for _, b in plain_pairs],
+                                              [b["bpp"] for _, b in plain_pairs], [t["psnr"] for t, _ in plain_pairs]))
         gains = defaultdict(list)
         for (image, codec, setting), r in by_key.items():
             their_setting = setting.replace("q=", "level=") if base in cdc_curves else setting
             if codec == label and (image, base, their_setting) in by_key and image in used:
                 gains[setting].append(float(r["psnr"]) - float(by_key[image, base, their_setting]["psnr"]))
         mean_gain = sum(sum(v) for v in gains.values()) / max(1, sum(len(v) for v in gains.values()))
-        print(f"| {base} | {fdc:+.1f}% | {plain:+.1f}% | {mean_gain:+.3f} dB | {len(pairs)} |")
+        print(f"| {base} | {fdc:+.1f}% | {plain} | {mean_gain:+.3f} dB | {len(pairs)} |")
     return 0
 
 

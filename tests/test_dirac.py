@@ -541,8 +541,9 @@ def test_signalled_gain_is_the_encoders_least_squares_choice():
 
 
 def test_version_1_files_decode_with_the_table_gain(codec):
-    """Files written before the signalled gain (parameter block version 1: the seed only) still
-    decode, with the model's table, exactly like the plain base file through DIRAC."""
+    """Files with the seed only (parameter block version 1: written before the signalled gain,
+    or now with gain="table") decode with the model's table, exactly like the plain base file
+    through DIRAC; gain="table" files are otherwise the signalled ones minus the gain byte."""
     from fastdiffc.container import put_varint
 
     im = photo(64, 96)
@@ -550,8 +551,11 @@ def test_version_1_files_decode_with_the_table_gain(codec):
     seed = bytearray()
     put_varint(seed, 0)
     v1 = container.write(dataclasses.replace(f.header, params_version=1, params=bytes(seed)), f.segments)
+    assert codec.compress(im, base="jpeg", quality=40, gain="table") == v1
     assert codec.describe_params(container.read(v1).header)["output_gain"] == "the model's table (codec, rate)"
     assert np.array_equal(np.asarray(codec.decompress(v1)), np.asarray(codec.decompress(f.segments[0])))
+    with pytest.raises(ValueError, match="gain"):
+        codec.compress(im, base="jpeg", quality=40, gain="learned")
     with pytest.raises(FormatError):  # a version-1 block with a trailing byte
         codec.decompress(container.write(dataclasses.replace(f.header, params_version=1, params=bytes(seed) + b"\x05"),
                                          f.segments))

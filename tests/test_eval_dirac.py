@@ -184,3 +184,36 @@ def test_model_file_in_spec_is_loaded_and_labelled_by_its_stem(tiny_model, tmp_p
     assert [t.codec for t in trials] == ["dirac@ema-jpeg-s0", "dirac@ema-jpeg-s1"]
     with pytest.raises(contenders.PipelineUnavailableError, match="no model file"):
         contenders.load_contenders(f"dirac@{tmp_path / 'missing.safetensors'}")
+
+
+def test_dirac_table_reads_fdc_and_plain_file_curves(tmp_path, capsys, monkeypatch):
+    """scripts/dirac_table.py: the .fdc column from `dirac-X-s0`, the plain-file column from
+    `dirac-X-gaintable-s0` at X's own bytes ("—" without that curve)."""
+    import csv
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "scripts" / "dirac_table.py"
+    spec = importlib.util.spec_from_file_location("dirac_table", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fields = ["image", "codec", "setting", "bytes", "bpp", "psnr", "msssim", "ssimulacra2", "realism", "width",
+              "height", "encode_s", "decode_s"]
+    rows = []
+    for q, (bpp, p) in zip((10, 30, 50, 70), ((0.1, 28.0), (0.2, 31.0), (0.4, 34.0), (0.8, 37.0))):
+        for codec, db, dp in (("jpeg", 0, 0), ("dirac-jpeg-s0", 0.001, 0.5), ("dirac-jpeg-gaintable-s0", 0, 0.3),
+                              ("webp", 0, 0), ("dirac-webp-s0", 0.001, 0.2)):
+            rows.append({"image": "a.png", "codec": codec, "setting": f"q={q}", "bytes": 1, "bpp": bpp + db,
+                         "psnr": p + dp, "width": 8, "height": 8})
+    with (tmp_path / "points.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    monkeypatch.setattr(sys, "argv", ["dirac_table.py", str(tmp_path)])
+    assert mod.main() == 0
+    out = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+           for line in capsys.readouterr().out.splitlines() if line.startswith("| jpeg") or line.startswith("| webp")}
+    fdc, plain = float(out["jpeg"][0].rstrip("%")), float(out["jpeg"][1].rstrip("%"))
+    assert fdc < plain < 0  # +0.5 dB for 0.001 bpp more beats +0.3 dB at the same bytes
+    assert out["webp"][1] == "—" and float(out["webp"][0].rstrip("%")) < 0

@@ -69,6 +69,7 @@ PARAMS_VERSIONS = (1, 2)
 # (codec, rate) is a held-out average, and still what a plain file and a version-1 file get.
 GAIN_DENOM = 64
 MAX_GAIN_CODE = 128
+GAIN_MODES = ("signalled", "table")
 MAX_DECODE_STEPS = 20
 # The fixed schedule: λ_0 = the model's λ_start (pure noise), then 20 steps evenly spaced in λ
 # from FIRST_STEP_LOGSNR to the model's λ_end. Below ≈ −2 a step changes nothing visible (the
@@ -160,12 +161,14 @@ def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed
     return int(min(max(round(gamma * GAIN_DENOM), 0), MAX_GAIN_CODE))
 
 
-def _encode_params(seed: int, gain_code: int) -> bytes:
+def _encode_params(seed: int, gain_code: int | None) -> bytes:
+    """Version 2 with a gain code, version 1 (the seed only) without."""
     from ..container import put_varint
 
     out = bytearray()
     put_varint(out, seed)
-    out.append(gain_code)
+    if gain_code is not None:
+        out.append(gain_code)
     return bytes(out)
 
 
@@ -223,6 +226,10 @@ class DiracCodec(Codec):
              help="the base codec whose bitstream is the payload (cdc: CDC's mean decoder)"),
         Knob("quality", int, "rate", minimum=0, maximum=100,
              help="the base codec's quality setting (cdc: its level) instead of a bpp ceiling"),
+        Knob("gain", str, "rate", choices=GAIN_MODES, default="signalled", sets_size=False,
+             help="the 0-step output gain: signalled = the encoder's choice for this image, in the file "
+                  "(one byte, one more model call when encoding); table = the model's table per codec and "
+                  "rate, what a plain file gets"),
     )
     decode_knobs = (
         Knob("decode_steps", int, "decode", default=0, minimum=0, maximum=MAX_DECODE_STEPS,
@@ -300,7 +307,7 @@ class DiracCodec(Codec):
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
-        base, quality, bpp = knobs["base"], knobs["quality"], knobs["bpp"]
+        base, quality, bpp, signal = knobs["base"], knobs["quality"], knobs["bpp"], knobs["gain"] == "signalled"
         if quality is None and bpp is None:
             bpp = DEFAULT_BPP
         prep = prepare_image(image)
@@ -311,10 +318,13 @@ class DiracCodec(Codec):
         encode, lowest, highest, base_ref = self._base_encoder(base)
         header = Header("dirac", (base_ref, ModelRef("denoiser", model.name, int(model.content_hash))),
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
-                        params_version=PARAMS_VERSION, params=_encode_params(self.seed, 0))
+                        params_version=PARAMS_VERSION if signal else 1,
+                        params=_encode_params(self.seed, 0 if signal else None))
 
         def finish(payload: bytes) -> bytes:
             # The gain code is one byte whatever its value, so the sizes below hold for the final file.
+            if not signal:
+                return write(header, [payload])
             code = self._gain_code(model, prep.tensor, base, payload, prep.width, prep.height)
             return write(dataclasses.replace(header, params=_encode_params(self.seed, code)), [payload])
 
