@@ -126,6 +126,45 @@ def test_former_cdc_default_still_decodes_its_files():
         assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
 
 
+def make_cdc_golden(name: str) -> None:  # pragma: no cover - run by hand before the CDC default changes
+    """Write a golden CDC file of the shipped default and its decodes at 0 and 2 steps:
+    `python -c "import tests.test_registry as t; t.make_cdc_golden('cdc_v1_cdc20261202b_48x64')"`."""
+    from pathlib import Path
+
+    from fastdiffc import load_codec
+    from PIL import Image
+
+    golden = Path(__file__).parent / "golden"
+    sample = Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png"
+    im = Image.open(sample).convert("RGB").crop((120, 40, 184, 88))
+    codec = load_codec("cdc", seed=11)
+    data = codec.compress(im, level=2)
+    (golden / f"{name}.fdc").write_bytes(data)
+    for k in (0, 2):
+        codec.decompress(data, decode_steps=k).save(golden / f"{name}_s{k}.png")
+
+
+def test_second_cdc_default_still_decodes_its_files():
+    """Files of CDC's second default (shipped and retired on 2026-12-02, now cdc-20261202b)
+    decode through it by hash; tolerance as above."""
+    from pathlib import Path
+
+    import numpy as np
+    from fastdiffc import container, load_codec
+    from fastdiffc.models.registry import load_model
+    from PIL import Image
+
+    golden = Path(__file__).parent / "golden"
+    data = (golden / "cdc_v1_cdc20261202b_48x64.fdc").read_bytes()
+    ref = container.read(data).header.model("decoder")
+    assert ref.name == "cdc" and ref.hash == load_model("cdc-20261202b").content_hash
+    codec = load_codec("cdc")
+    for k in (0, 2):
+        want = np.asarray(Image.open(golden / f"cdc_v1_cdc20261202b_48x64_s{k}.png"), dtype=np.int16)
+        diff = np.abs(np.asarray(codec.decompress(data, decode_steps=k), dtype=np.int16) - want)
+        assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
+
+
 def test_retired_defaults_are_listed_and_load():
     from fastdiffc.models.registry import list_models, load_model
 
