@@ -480,7 +480,8 @@ def make_dirac_golden(name: str = "dirac_v2_jpeg_48x64", base: str = "jpeg", qua
 def test_golden_file_decodes_within_tolerance(name, base, retired, params_version):
     """DIRAC files written by a shipped default decode to the recorded pixels: the first default's
     (a JPEG base; the model is now retired and found by its hash), today's over the learned cdc
-    base (seed-only parameters: the table's gain) and today's with a signalled gain. Tolerance: base decoders (libjpeg-turbo) and float maths may differ across versions and
+    base (seed-only parameters: the table's gain) and today's with a signalled gain.
+    Tolerance: base decoders (libjpeg-turbo) and float maths may differ across versions and
     machines, so ≤ 3 grey levels per pixel and ≤ 0.5 on average (measured here: exact)."""
     from fastdiffc.models.registry import load_model
 
