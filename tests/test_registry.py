@@ -102,9 +102,14 @@ def test_every_former_default_still_decodes_its_files():
     assert np.abs(out - want).max() <= 2
 
 
-def test_former_cdc_default_still_decodes_its_files():
-    """A CDC file written with CDC's first default (2026-12-02) names 'cdc' with that model's
-    hash; after the retrained model took the name it decodes through cdc-20261202 (by hash).
+@pytest.mark.parametrize("name, holder", [
+    ("cdc_v1_cdc20261202_48x64", "cdc-20261202"),   # the first default (retired 2026-12-02)
+    ("cdc_v1_cdc20261202b_48x64", "cdc-20261202b"),  # the second (2026-12-02 … 2026-12-03)
+    ("cdc_v1_cdc20261203_48x64", "cdc"),             # today's default
+])
+def test_cdc_defaults_decode_their_files(name, holder):
+    """A CDC file names 'cdc' with the content hash of the default that wrote it; after a
+    retrained model takes the name, it decodes through the retired one (found by hash).
     Tolerance as for every decode after the entropy decoder (float maths): ≤ 3 grey levels,
     ≤ 0.5 on average; the latents themselves are bit-exact."""
     from pathlib import Path
@@ -115,20 +120,20 @@ def test_former_cdc_default_still_decodes_its_files():
     from PIL import Image
 
     golden = Path(__file__).parent / "golden"
-    data = (golden / "cdc_v1_cdc20261202_48x64.fdc").read_bytes()
+    data = (golden / f"{name}.fdc").read_bytes()
     ref = container.read(data).header.model("decoder")
-    assert ref.name == "cdc" and ref.hash == load_model("cdc-20261202").content_hash
-    assert ref.hash != load_model("cdc").content_hash
+    assert ref.name == "cdc" and ref.hash == load_model(holder).content_hash
+    assert (ref.hash == load_model("cdc").content_hash) == (holder == "cdc")
     codec = load_codec("cdc")
     for k in (0, 2):
-        want = np.asarray(Image.open(golden / f"cdc_v1_cdc20261202_48x64_s{k}.png"), dtype=np.int16)
+        want = np.asarray(Image.open(golden / f"{name}_s{k}.png"), dtype=np.int16)
         diff = np.abs(np.asarray(codec.decompress(data, decode_steps=k), dtype=np.int16) - want)
         assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
 
 
 def make_cdc_golden(name: str) -> None:  # pragma: no cover - run by hand before the CDC default changes
     """Write a golden CDC file of the shipped default and its decodes at 0 and 2 steps:
-    `python -c "import tests.test_registry as t; t.make_cdc_golden('cdc_v1_cdc20261202b_48x64')"`."""
+    `python -c "import tests.test_registry as t; t.make_cdc_golden('cdc_v1_cdc20261203_48x64')"`."""
     from pathlib import Path
 
     from fastdiffc import load_codec
@@ -144,31 +149,11 @@ def make_cdc_golden(name: str) -> None:  # pragma: no cover - run by hand before
         codec.decompress(data, decode_steps=k).save(golden / f"{name}_s{k}.png")
 
 
-def test_second_cdc_default_still_decodes_its_files():
-    """Files of CDC's second default (shipped and retired on 2026-12-02, now cdc-20261202b)
-    decode through it by hash; tolerance as above."""
-    from pathlib import Path
-
-    import numpy as np
-    from fastdiffc import container, load_codec
-    from fastdiffc.models.registry import load_model
-    from PIL import Image
-
-    golden = Path(__file__).parent / "golden"
-    data = (golden / "cdc_v1_cdc20261202b_48x64.fdc").read_bytes()
-    ref = container.read(data).header.model("decoder")
-    assert ref.name == "cdc" and ref.hash == load_model("cdc-20261202b").content_hash
-    codec = load_codec("cdc")
-    for k in (0, 2):
-        want = np.asarray(Image.open(golden / f"cdc_v1_cdc20261202b_48x64_s{k}.png"), dtype=np.int16)
-        diff = np.abs(np.asarray(codec.decompress(data, decode_steps=k), dtype=np.int16) - want)
-        assert diff.max() <= 3 and diff.mean() <= 0.5, (k, diff.max(), diff.mean())
-
-
 def test_retired_defaults_are_listed_and_load():
     from fastdiffc.models.registry import list_models, load_model
 
     names = {m.name for m in list_models()}
-    assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122", "dirac-20261202", "cdc-20261202"} <= names
+    assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122", "dirac-20261202", "dirac-20261202b",
+            "cdc-20261202", "cdc-20261202b"} <= names
     old = load_model("hybrid-20261122")
     assert old.content_hash == 0x95229263A07DB4BD
