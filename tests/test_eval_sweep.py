@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from fastdiffc import cli
+from fastdiffc import cli, container
 from fastdiffc.codecs import classical as codecs
 from fastdiffc.eval import contenders, images, metrics, report, sweep
 from PIL import Image
@@ -268,6 +268,35 @@ def test_sweep_reports_a_failing_contender_and_continues(tmp_path, image_dir):
                              metrics=["psnr"], warn=warnings.append)
     assert result.computed == 2
     assert warnings == [f"dirac on {n}: RuntimeError: model exploded" for n in ("a.png", "b.png")]
+
+
+def test_cached_stream_of_another_model_is_encoded_anew(tmp_path):
+    """A stream cached by an earlier run is reused only while the contender encodes with the model
+    that wrote it: after a retrained model takes the name, the old stream would decode through the
+    retired model (by hash) and report its points under today's label."""
+    from fastdiffc.pipelines.cdc import CDCCodec
+    from test_cdc import tiny_model
+
+    image = _photo(32, 48)
+    streams = tmp_path / "streams"
+    settings = [contenders.RateSetting("level=1", {"level": 1})]
+
+    def run(model):
+        pipe = contenders.RatePipeline("cdc", CDCCodec(model, seed=7), settings=settings)
+        (trial,) = pipe.run(image, "a.png", {}, streams)
+        return trial, (streams / "a.cdc.level_1.fdc").read_bytes()
+
+    first, cached = run(tiny_model(0))
+    assert not np.isnan(first.encode_s)
+    again, same = run(tiny_model(0))
+    assert np.isnan(again.encode_s) and same == cached  # the same model: the cached stream is reused
+    retrained = tiny_model(1)
+    other, replaced = run(retrained)
+    assert not np.isnan(other.encode_s) and replaced != cached
+    assert container.read(replaced).header.model("decoder").hash == retrained.content_hash
+    (streams / "a.cdc.level_1.fdc").write_bytes(b"not a stream")  # unreadable: encoded anew, no failure
+    fresh, _ = run(retrained)
+    assert not np.isnan(fresh.encode_s)
 
 
 def test_report_tables_and_plots(tmp_path):

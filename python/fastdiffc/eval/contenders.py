@@ -154,6 +154,30 @@ def _rgb(image, name: str) -> Image.Image:
     return image.convert("RGB")
 
 
+def _cached_stream(codec, path: Path | None) -> bytes | None:
+    """The stream cached at `path`, if it was written with the model the codec encodes with now.
+
+    After a retrained default takes a model's name, a stream cached by an earlier run names the
+    retired model's hash and would decode through it (found by hash), so its points would be the
+    old model's under today's label; such a stream is encoded anew."""
+    if path is None or not path.exists():
+        return None
+    data = path.read_bytes()
+    current = getattr(codec, "model_for_encoding", None)
+    if current is None:  # no model (or not a fastdiffc pipeline): the name says it all
+        return data
+    from .. import container
+    from ..errors import FormatError
+    from ..pipelines.base import model_identity
+
+    try:
+        refs = container.read(data).header.models
+    except FormatError:
+        return None  # unreadable: encode again rather than fail the sweep
+    _, h = model_identity(current())
+    return data if any(ref.hash == h for ref in refs) else None
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -257,18 +281,17 @@ class ProgressivePipeline(_PipelineBase):
         return f"steps={k}"
 
     def pending(self, image_key: str, done, cache_dir: Path | None) -> bool:
-        path = self._cache_path(image_key, cache_dir)
-        if path is None or not path.exists():
+        data = _cached_stream(self.codec, self._cache_path(image_key, cache_dir))
+        if data is None:
             return True
-        planned = self._planned(self._total_steps(path.read_bytes()))
+        planned = self._planned(self._total_steps(data))
         return any(self._label(k) not in _done(done, v.label) for v in self.variants for k in planned)
 
     def run(self, image: Image.Image, image_key: str, done, cache_dir: Path | None) -> Iterator[Trial]:
         path = self._cache_path(image_key, cache_dir)
         encode_s = math.nan  # a cached stream was timed in an earlier run
-        if path is not None and path.exists():
-            data = path.read_bytes()
-        else:
+        data = _cached_stream(self.codec, path)
+        if data is None:
             t0 = time.perf_counter()
             data = self._encode(image)
             encode_s = time.perf_counter() - t0
@@ -353,9 +376,8 @@ class RatePipeline(_PipelineBase):
                 continue
             path = self._cache_path(image_key, setting, cache_dir)
             encode_s = math.nan  # a cached file was timed in an earlier run
-            if path is not None and path.exists():
-                data = path.read_bytes()
-            else:
+            data = _cached_stream(self.codec, path)
+            if data is None:
                 t0 = time.perf_counter()
                 data = self.codec.compress(image, **self.rate_knobs, **dict(setting.knobs))
                 encode_s = time.perf_counter() - t0
