@@ -103,6 +103,29 @@ def test_every_former_default_still_decodes_its_files():
 
 
 @pytest.mark.parametrize("name, holder", [
+    ("diffc_v4_hybrid20261130_32x48", "hybrid"),  # the second DiffC default (since 2026-11-30), tree codebook
+])
+def test_diffc_defaults_decode_their_files(name, holder):
+    """As for CDC below: a DiffC file names 'hybrid' with the hash of the default that wrote it and
+    decodes through whichever shipped file has that hash. The RCC replay is bit-exact; the model
+    calls are float32 maths, hence ≤ 2 grey levels."""
+    from pathlib import Path
+
+    import numpy as np
+    from fastdiffc import container, load_codec
+    from fastdiffc.models.registry import load_model
+    from PIL import Image
+
+    golden = Path(__file__).parent / "golden"
+    data = (golden / f"{name}.fdc").read_bytes()
+    header = container.read(data).header
+    assert header.model_name == "hybrid" and header.model_hash == load_model(holder).content_hash
+    out = np.asarray(load_codec("diffc", recon_steps=4).decompress(data, method="denoise"), dtype=np.int16)
+    want = np.asarray(Image.open(golden / f"{name}_denoise.png"), dtype=np.int16)
+    assert np.abs(out - want).max() <= 2
+
+
+@pytest.mark.parametrize("name, holder", [
     ("cdc_v1_cdc20261202_48x64", "cdc-20261202"),   # the first default (retired 2026-12-02)
     ("cdc_v1_cdc20261202b_48x64", "cdc-20261202b"),  # the second (2026-12-02 … 2026-12-03)
     ("cdc_v1_cdc20261203_48x64", "cdc"),             # today's default
@@ -147,6 +170,23 @@ def make_cdc_golden(name: str) -> None:  # pragma: no cover - run by hand before
     (golden / f"{name}.fdc").write_bytes(data)
     for k in (0, 2):
         codec.decompress(data, decode_steps=k).save(golden / f"{name}_s{k}.png")
+
+
+def make_diffc_golden(name: str) -> None:  # pragma: no cover - run by hand before the DiffC default changes
+    """Write a golden DiffC file of the shipped default (8 steps, tree codebook) and its denoise decode:
+    `python -c "import tests.test_registry as t; t.make_diffc_golden('diffc_v4_hybrid20261130_32x48')"`."""
+    from pathlib import Path
+
+    from fastdiffc import load_codec
+    from PIL import Image
+
+    golden = Path(__file__).parent / "golden"
+    sample = Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png"
+    im = Image.open(sample).convert("RGB").crop((120, 40, 168, 72))
+    codec = load_codec("diffc", seed=5, recon_steps=4, precision="float32")
+    data = codec.compress(im, steps=8)
+    (golden / f"{name}.fdc").write_bytes(data)
+    codec.decompress(data, method="denoise").save(golden / f"{name}_denoise.png")
 
 
 def test_retired_defaults_are_listed_and_load():
