@@ -83,7 +83,7 @@ def test_default_model_for_unknown_pipeline_is_a_clear_error():
 
 
 def test_every_former_default_still_decodes_its_files():
-    """A file written by the 2026-11-22 release with its default model (hybrid over the first
+    """A file written with the first hybrid default (2026-11-30, built 2026-11-22) (hybrid over the first
     UNet, both since retrained) names 'hybrid' with the old hash: it must still decode, through the
     retired weights shipped as hybrid-20261122 / unet-20261122 (found by content hash)."""
     from pathlib import Path
