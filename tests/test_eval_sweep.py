@@ -299,6 +299,32 @@ def test_cached_stream_of_another_model_is_encoded_anew(tmp_path):
     assert not np.isnan(fresh.encode_s)
 
 
+def test_sweep_refuses_to_resume_a_curve_of_another_model(tmp_path, image_dir):
+    """Points are resumed by (image, curve, setting): after a retrained model takes the name, the
+    finished points would be skipped and the old model's numbers reported under today's label.
+    sweep.json records each pipeline curve's model hash and a resume with another model is refused."""
+    import json
+
+    from fastdiffc.pipelines.cdc import CDCCodec
+    from test_cdc import tiny_model
+
+    paths = images.list_images(image_dir)[:1]
+    settings = [contenders.RateSetting("level=1", {"level": 1})]
+    out = tmp_path / "r"
+
+    def run(model):
+        pipe = contenders.RatePipeline("cdc", CDCCodec(model, seed=7), settings=settings)
+        jpeg = contenders.ClassicalContender(codecs.get_codec("jpeg"), [50])
+        return sweep.run_sweep(paths, [jpeg, pipe], out, progress=False, metrics=["psnr"])
+
+    assert run(tiny_model(0)).computed == 2
+    recorded = json.loads((out / sweep.CONFIG_FILE).read_text())["models"]
+    assert recorded == {"cdc": f"{tiny_model(0).content_hash:016x}"}  # classical codecs: no model
+    assert run(tiny_model(0)).computed == 0  # the same model resumes
+    with pytest.raises(ValueError, match="curve 'cdc' was measured with model"):
+        run(tiny_model(1))
+
+
 def test_report_tables_and_plots(tmp_path):
     out = tmp_path / "r"
     out.mkdir()

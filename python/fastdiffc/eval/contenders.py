@@ -154,6 +154,17 @@ def _rgb(image, name: str) -> Image.Image:
     return image.convert("RGB")
 
 
+def encoding_model_hash(codec) -> int | None:
+    """Content hash of the model a fastdiffc pipeline codec encodes with now (None: no model,
+    e.g. a classical codec, whose name says it all)."""
+    current = getattr(codec, "model_for_encoding", None)
+    if current is None:
+        return None
+    from ..pipelines.base import model_identity
+
+    return model_identity(current())[1]
+
+
 def _cached_stream(codec, path: Path | None) -> bytes | None:
     """The stream cached at `path`, if it was written with the model the codec encodes with now.
 
@@ -163,18 +174,16 @@ def _cached_stream(codec, path: Path | None) -> bytes | None:
     if path is None or not path.exists():
         return None
     data = path.read_bytes()
-    current = getattr(codec, "model_for_encoding", None)
-    if current is None:  # no model (or not a fastdiffc pipeline): the name says it all
+    h = encoding_model_hash(codec)
+    if h is None:
         return data
     from .. import container
     from ..errors import FormatError
-    from ..pipelines.base import model_identity
 
     try:
         refs = container.read(data).header.models
     except FormatError:
         return None  # unreadable: encode again rather than fail the sweep
-    _, h = model_identity(current())
     return data if any(ref.hash == h for ref in refs) else None
 
 

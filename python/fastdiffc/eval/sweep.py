@@ -59,13 +59,40 @@ def read_points(path: str | Path) -> list[dict[str, str]]:
 
 def _check_config(out_dir: Path, config: dict) -> None:
     path = out_dir / CONFIG_FILE
-    if path.exists():
-        old = json.loads(path.read_text())
-        for key, value in config.items():
-            if key in old and old[key] != value:
-                raise ValueError(f"{out_dir} holds a sweep made with {key}={old[key]}, not {value}: "
-                                 "use the same setting or another report folder")
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    old = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in config.items():
+        if key in old and old[key] != value:
+            raise ValueError(f"{out_dir} holds a sweep made with {key}={old[key]}, not {value}: "
+                             "use the same setting or another report folder")
+    path.write_text(json.dumps({**old, **config}, indent=2) + "\n")  # keeps the recorded models
+
+
+def _check_models(out_dir: Path, contenders: Sequence) -> None:
+    """Record in sweep.json which model each pipeline curve was measured with, and refuse to
+    resume a curve whose contender now encodes with another model (a retrained default under the
+    same name): its finished points would be skipped and the old model's numbers reported under
+    today's label. Classical codecs have no model and are not recorded."""
+    from .contenders import encoding_model_hash
+
+    path = out_dir / CONFIG_FILE
+    config = json.loads(path.read_text()) if path.exists() else {}
+    recorded = dict(config.get("models", {}))
+    for contender in contenders:
+        codec = getattr(contender, "codec", None)
+        h = encoding_model_hash(codec) if codec is not None else None
+        if h is None:
+            continue
+        for label in getattr(contender, "names", (contender.name,)):
+            want = f"{h:016x}"
+            if recorded.get(label, want) != want:
+                raise ValueError(f"{out_dir}: curve {label!r} was measured with model {recorded[label]}, but "
+                                 f"{contender.name!r} now encodes with {want}: use another report folder, or "
+                                 f"delete that curve's rows from {POINTS_FILE} and its entry under 'models' in "
+                                 f"{CONFIG_FILE}")
+            recorded[label] = want
+    if recorded:
+        config["models"] = recorded
+        path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: str | Path, *,
@@ -85,6 +112,7 @@ def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_config(out_dir, {"max_size": max_size, **dict(config or {})})
+    _check_models(out_dir, contenders)
     points_path = out_dir / POINTS_FILE
     done: dict[tuple[str, str], set[str]] = {}
     for row in read_points(points_path):
