@@ -8,7 +8,8 @@ plain-file acceptance measure — on the grid k/64 of the signalled gain (k = 0 
 trusting it more than 1.5×, never flipping it). The pooled least-squares gain
 Σ⟨r̂, r⟩ / Σ⟨r̂, r̂⟩ that the first three models used is reported beside it: it is dominated by
 the images with the largest residuals and overshot on smooth high-rate files (HEIC q 50/70 on
-the sample photo lost 0.09/0.26 dB with it). The bins are one octave of bpp wide. Only held-out photos (data/photos/heldout) are used, never the
+the sample photo lost 0.09/0.26 dB with it). The bins are one octave of bpp wide. Only
+held-out photos (data/photos/heldout) are used, never the
 development photos the README reports on.
 
     python scripts/fit_dirac_gain.py --model runs/dirac/best_ema.safetensors \

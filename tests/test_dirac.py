@@ -461,14 +461,15 @@ GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_STEPS = (0, 4)
 
 
-def make_dirac_golden(name: str = "dirac_v2_cdc_48x64", base: str = "cdc", quality: int = 2) -> None:
+def make_dirac_golden(name: str = "dirac_v2_cdc_48x64_dirac4", base: str = "cdc", quality: int = 2) -> None:
     """Write a golden DIRAC file of the shipped default model and its decodes (run by hand after
     changing the shipped model, under a new name so the older files stay as they were:
     `python -c "import tests.test_dirac as t; t.make_dirac_golden()"` from the repo root).
     dirac_v1_jpeg_48x64 was written with the first default (now dirac-20261202), base jpeg q 35;
     dirac_v1_cdc_48x64 with the second (now dirac-20261202b) over the cdc base (level 2), before
     the signalled gain; dirac_v2_jpeg_48x64 with the second and a signalled gain (parameter
-    block v2); dirac_v2_cdc_48x64 with the third (today's) over the cdc base."""
+    block v2); dirac_v2_cdc_48x64 with the third (now dirac-20261203) over the cdc base;
+    dirac_v2_cdc_48x64_dirac4 with the fourth (today's)."""
     codec = load_codec("dirac", precision="float32", seed=11)
     data = codec.compress(photo(48, 64), base=base, quality=quality)
     (GOLDEN / f"{name}.fdc").write_bytes(data)
@@ -480,12 +481,13 @@ def make_dirac_golden(name: str = "dirac_v2_cdc_48x64", base: str = "cdc", quali
     ("dirac_v1_jpeg_48x64", "jpeg", "dirac-20261202", 1),
     ("dirac_v1_cdc_48x64", "cdc", "dirac-20261202b", 1),
     ("dirac_v2_jpeg_48x64", "jpeg", "dirac-20261202b", 2),
-    ("dirac_v2_cdc_48x64", "cdc", None, 2)])
+    ("dirac_v2_cdc_48x64", "cdc", "dirac-20261203", 2),
+    ("dirac_v2_cdc_48x64_dirac4", "cdc", None, 2)])
 def test_golden_file_decodes_within_tolerance(name, base, retired, params_version):
     """DIRAC files written by a shipped default decode to the recorded pixels: the first default's
     (a JPEG base; the model is now retired and found by its hash), the second's over the learned
     cdc base (seed-only parameters: the table's gain) and with a signalled gain (retired
-    2026-12-03, found by hash), and today's over the cdc base with a signalled gain.
+    2026-12-03, found by hash), the third's and today's over the cdc base with a signalled gain.
     Tolerance: base decoders (libjpeg-turbo) and float maths may differ across versions and
     machines, so ≤ 3 grey levels per pixel and ≤ 0.5 on average (measured here: exact)."""
     from fastdiffc.models.registry import load_model

@@ -103,7 +103,8 @@ def test_every_former_default_still_decodes_its_files():
 
 
 @pytest.mark.parametrize("name, holder", [
-    ("diffc_v4_hybrid20261130_32x48", "hybrid"),  # the second DiffC default (since 2026-11-30), tree codebook
+    ("diffc_v4_hybrid20261130_32x48", "hybrid-20261130"),  # the default 2026-11-30 … 2026-12-03
+    ("diffc_v4_hybrid20261203_32x48", "hybrid"),  # today's (the UNet trained 100 minutes more)
 ])
 def test_diffc_defaults_decode_their_files(name, holder):
     """As for CDC below: a DiffC file names 'hybrid' with the hash of the default that wrote it and
@@ -193,7 +194,8 @@ def test_retired_defaults_are_listed_and_load():
     from fastdiffc.models.registry import list_models, load_model
 
     names = {m.name for m in list_models()}
-    assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122", "dirac-20261202", "dirac-20261202b",
+    assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122", "hybrid-20261130", "unet-20261130",
+            "dirac-20261202", "dirac-20261202b", "dirac-20261203",
             "cdc-20261202", "cdc-20261202b"} <= names
     old = load_model("hybrid-20261122")
     assert old.content_hash == 0x95229263A07DB4BD
