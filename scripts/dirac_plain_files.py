@@ -12,7 +12,6 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "python" / "fastdiffc" / "samples" / "sample.png"
@@ -20,13 +19,9 @@ QUALITIES = {"jpeg": (10, 30, 50, 70), "avif": (10, 30, 50, 70), "heic": (10, 30
              "webp": (10, 50, 80), "jxl": (10, 50, 80)}
 
 
-def psnr(a, b) -> float:
-    err = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2
-    return float(10 * np.log10(255**2 / err.mean()))
-
-
 def main(paths: list[str]) -> int:
     from fastdiffc.codecs import classical
+    from fastdiffc.image_io import psnr
     from fastdiffc.models.residual import ResidualDenoiser
     from fastdiffc.pipelines.dirac import DiracCodec
 

@@ -53,9 +53,7 @@ def main() -> int:
 
         cdc_name = load_model_for_file(model.spec.cdc_model, int(model.spec.cdc_hash, 16)).name
     k = model.spec.residual_scale
-    num, den, count = defaultdict(float), defaultdict(float), defaultdict(int)
-    mse_model_of, mse_base_of = defaultdict(list), defaultdict(list)
-    moments_of = defaultdict(list)  # per image: (‖r‖², ⟨r̂, r⟩, ‖r̂‖²)
+    moments_of = defaultdict(list)  # per image of a (codec, bin): (‖r‖², ⟨r̂, r⟩, ‖r̂‖², elements)
     for scale in (float(s) for s in args.scales.split(",")):
         for codec in model.spec.labels:
             # cdc: heldout_pairs maps these qualities to levels at the same fractions of its range
@@ -70,26 +68,22 @@ def main() -> int:
                 with torch.no_grad():
                     r_hat = model(z, model.spec.logsnr_start, Conditioning(xb, label, scalars)) / k
                 r = x - xb
-                rr, rhr, rhrh = float((r * r).sum()), float((r_hat * r).sum()), float((r_hat * r_hat).sum())
-                num[codec, b] += rhr
-                den[codec, b] += rhrh
-                moments_of[codec, b].append((rr, rhr, rhrh))
-                count[codec, b] += 1
-                mse_model_of[codec, b].append(float((r_hat - r).pow(2).mean()))
-                mse_base_of[codec, b].append(float(r.pow(2).mean()))
+                moments_of[codec, b].append((float((r * r).sum()), float((r_hat * r).sum()),
+                                             float((r_hat * r_hat).sum()), r.numel()))
     rows = []
     report = {}
-    for (codec, b), n in sorted(count.items()):
-        g_pooled = min(1.5, max(0.0, num[codec, b] / den[codec, b])) if den[codec, b] > 0 else 1.0
-        g = max(GAIN_GRID, key=lambda gamma: mean_db_gain(moments_of[codec, b], gamma))
+    for (codec, b), moments in sorted(moments_of.items()):
+        num, den = sum(m[1] for m in moments), sum(m[2] for m in moments)
+        g_pooled = min(1.5, max(0.0, num / den)) if den > 0 else 1.0
+        g = max(GAIN_GRID, key=lambda gamma: mean_db_gain(moments, gamma))
         rows.append((codec, b, g))
-        mse_model = sum(mse_model_of[codec, b]) / n
-        mse_base = sum(mse_base_of[codec, b]) / n
+        mse_base = sum(rr / n for rr, _, _, n in moments)  # γ = 0, summed over images
+        mse_model = sum((rr - 2 * rhr + rhrh) / n for rr, rhr, rhrh, n in moments)  # γ = 1
         report[f"{codec} log2bpp<={b:g}"] = {
-            "images": n, "gain": g, "mean_dB_gain": round(mean_db_gain(moments_of[codec, b], g), 3),
+            "images": len(moments), "gain": g, "mean_dB_gain": round(mean_db_gain(moments, g), 3),
             "pooled_ls_gain": round(g_pooled, 4),
-            "mean_dB_gain_at_pooled_ls": round(mean_db_gain(moments_of[codec, b], g_pooled), 3),
-            "worst_image_dB_gain": round(min(db_gain(m, g) for m in moments_of[codec, b]), 3),
+            "mean_dB_gain_at_pooled_ls": round(mean_db_gain(moments, g_pooled), 3),
+            "worst_image_dB_gain": round(min(db_gain(m, g) for m in moments), 3),
             "dB_model_vs_base": round(10 * math.log10(mse_base / mse_model), 3)}
     spec = dataclasses.replace(model.spec, output_gain=tuple(rows))
     if args.sample_bound is not None:
@@ -101,9 +95,9 @@ def main() -> int:
     return 0
 
 
-def db_gain(moments: tuple[float, float, float], gamma: float) -> float:
-    """PSNR gain of x_base + γ r̂ over x_base on one image, from (‖r‖², ⟨r̂, r⟩, ‖r̂‖²)."""
-    rr, rhr, rhrh = moments
+def db_gain(moments: tuple[float, float, float, int], gamma: float) -> float:
+    """PSNR gain of x_base + γ r̂ over x_base on one image, from (‖r‖², ⟨r̂, r⟩, ‖r̂‖², elements)."""
+    rr, rhr, rhrh, _ = moments
     err = max(rr - 2 * gamma * rhr + gamma * gamma * rhrh, 1e-30)
     return 10 * math.log10(rr / err) if rr > 0 else 0.0
 

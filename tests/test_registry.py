@@ -82,34 +82,16 @@ def test_default_model_for_unknown_pipeline_is_a_clear_error():
         default_model_name("nope")
 
 
-def test_every_former_default_still_decodes_its_files():
-    """A file written with the first hybrid default (2026-11-30, built 2026-11-22) (hybrid over the first
-    UNet, both since retrained) names 'hybrid' with the old hash: it must still decode, through the
-    retired weights shipped as hybrid-20261122 / unet-20261122 (found by content hash)."""
-    from pathlib import Path
-
-    import numpy as np
-    from fastdiffc import container, load_codec
-    from PIL import Image
-
-    golden = Path(__file__).parent / "golden"
-    data = (golden / "diffc_v1_hybrid20261122_32x48.fdc").read_bytes()
-    header = container.read(data).header
-    assert header.model_name == "hybrid" and header.model_hash == 0x95229263A07DB4BD
-    out = np.asarray(load_codec("diffc", recon_steps=4).decompress(data, method="denoise"), dtype=np.int16)
-    # Written and decoded by that release on this machine; float drift across machines stays tiny.
-    want = np.asarray(Image.open(golden / "diffc_v1_hybrid20261122_32x48_denoise.png"), dtype=np.int16)
-    assert np.abs(out - want).max() <= 2
-
-
 @pytest.mark.parametrize("name, holder", [
+    ("diffc_v1_hybrid20261122_32x48", "hybrid-20261122"),  # the first hybrid default (2026-11-30, built 11-22)
     ("diffc_v4_hybrid20261130_32x48", "hybrid-20261130"),  # the default 2026-11-30 … 2026-12-03
     ("diffc_v4_hybrid20261203_32x48", "hybrid"),  # today's (the UNet trained 100 minutes more)
 ])
 def test_diffc_defaults_decode_their_files(name, holder):
     """As for CDC below: a DiffC file names 'hybrid' with the hash of the default that wrote it and
-    decodes through whichever shipped file has that hash. The RCC replay is bit-exact; the model
-    calls are float32 maths, hence ≤ 2 grey levels."""
+    decodes through whichever shipped file has that hash (a retired one: hybrid-20261122 /
+    unet-20261122, hybrid-20261130 / unet-20261130). Written and decoded by that release on this
+    machine; the RCC replay is bit-exact, the model calls are float32 maths, hence ≤ 2 grey levels."""
     from pathlib import Path
 
     import numpy as np

@@ -57,42 +57,40 @@ def read_points(path: str | Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def _check_config(out_dir: Path, config: dict) -> None:
+def _check_config(out_dir: Path, config: dict, contenders: Sequence) -> None:
+    """Check a resumed sweep against sweep.json, then record it there.
+
+    `config`: the settings that change what a point means; resuming with another value is refused.
+    Models: each pipeline curve's model content hash is recorded under `models`, and a curve
+    whose contender now encodes with another model (a retrained default under the same name) is
+    refused, since its finished points would be skipped and the old model's numbers reported
+    under today's label. Classical codecs have no model and are not recorded."""
+    from .contenders import encoding_model_hash
+
     path = out_dir / CONFIG_FILE
     old = json.loads(path.read_text()) if path.exists() else {}
     for key, value in config.items():
         if key in old and old[key] != value:
             raise ValueError(f"{out_dir} holds a sweep made with {key}={old[key]}, not {value}: "
                              "use the same setting or another report folder")
-    path.write_text(json.dumps({**old, **config}, indent=2) + "\n")  # keeps the recorded models
-
-
-def _check_models(out_dir: Path, contenders: Sequence) -> None:
-    """Record in sweep.json which model each pipeline curve was measured with, and refuse to
-    resume a curve whose contender now encodes with another model (a retrained default under the
-    same name): its finished points would be skipped and the old model's numbers reported under
-    today's label. Classical codecs have no model and are not recorded."""
-    from .contenders import encoding_model_hash
-
-    path = out_dir / CONFIG_FILE
-    config = json.loads(path.read_text()) if path.exists() else {}
-    recorded = dict(config.get("models", {}))
+    models = dict(old.get("models", {}))
     for contender in contenders:
         codec = getattr(contender, "codec", None)
         h = encoding_model_hash(codec) if codec is not None else None
         if h is None:
             continue
+        want = f"{h:016x}"
         for label in getattr(contender, "names", (contender.name,)):
-            want = f"{h:016x}"
-            if recorded.get(label, want) != want:
-                raise ValueError(f"{out_dir}: curve {label!r} was measured with model {recorded[label]}, but "
+            if models.get(label, want) != want:
+                raise ValueError(f"{out_dir}: curve {label!r} was measured with model {models[label]}, but "
                                  f"{contender.name!r} now encodes with {want}: use another report folder, or "
                                  f"delete that curve's rows from {POINTS_FILE} and its entry under 'models' in "
                                  f"{CONFIG_FILE}")
-            recorded[label] = want
-    if recorded:
-        config["models"] = recorded
-        path.write_text(json.dumps(config, indent=2) + "\n")
+            models[label] = want
+    record = {**old, **config}
+    if models:
+        record["models"] = models
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: str | Path, *,
@@ -111,8 +109,7 @@ def run_sweep(image_paths: Sequence[str | Path], contenders: Sequence, out_dir: 
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(out_dir, {"max_size": max_size, **dict(config or {})})
-    _check_models(out_dir, contenders)
+    _check_config(out_dir, {"max_size": max_size, **dict(config or {})}, contenders)
     points_path = out_dir / POINTS_FILE
     done: dict[tuple[str, str], set[str]] = {}
     for row in read_points(points_path):
