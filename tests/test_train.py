@@ -232,6 +232,28 @@ def test_cli_train_errors(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
     assert main(["train", "--data", str(tmp_path), "--model-config", "{oops"]) == 1
     assert "not valid JSON" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--loss-weighting", "relative"]) == 1
+    assert "--loss-weighting: only for --task dirac" in capsys.readouterr().err
+
+
+def test_dirac_relative_loss_weights_equalise_base_codec_error():
+    """Relative weighting: patch i's squared error counts as mean(b) / (b_i + floor), b the base
+    codec's MSE, so a patch with 4x the base error weighs ~1/4 — each patch's *relative* MSE, i.e.
+    its PSNR change, counts equally — and the weights average to ~1 (the plain MSE's scale)."""
+    from fastdiffc.train.residual import RELATIVE_MSE_FLOOR, ResidualTrainConfig, ResidualTrainer, patch_loss_weights
+
+    x = torch.zeros(3, 3, 8, 8)
+    xb = torch.stack([torch.full((3, 8, 8), v) for v in (0.01, 0.02, 0.0)])  # base MSE 1e-4, 4e-4, 0
+    w = patch_loss_weights(x, xb, "relative")
+    b = torch.tensor([1e-4, 4e-4, 0.0])
+    assert torch.allclose(w, b.mean() / (b + RELATIVE_MSE_FLOOR))
+    assert w[0] / w[1] == pytest.approx((4e-4 + RELATIVE_MSE_FLOOR) / (1e-4 + RELATIVE_MSE_FLOOR))
+    assert w[2] == pytest.approx(b.mean() / RELATIVE_MSE_FLOOR)  # an exact base patch: bounded by the floor
+    assert torch.equal(patch_loss_weights(x, xb, "mse"), torch.ones(3))
+    with pytest.raises(ValueError, match="loss weighting must be one of mse, relative"):
+        patch_loss_weights(x, xb, "psnr")
+    with pytest.raises(ValueError, match="loss weighting"):
+        ResidualTrainer(ResidualTrainConfig(data="unused", loss_weighting="l1"))
 
 
 def test_compare_is_paired(tmp_path, rng):
@@ -279,7 +301,7 @@ def test_dirac_residual_training_resumes_exactly_and_exports(tmp_path):
     sample.crop((150, 90, 246, 154)).save(held / "c.png")
     cfg = ResidualTrainConfig(data=str(data), heldout=str(held), run_dir=str(tmp_path / "run"),
                               cache_dir=str(tmp_path / "cache"), patch_size=32, batch_size=2, scales=(1.0,),
-                              per_codec=1, progress=False, warmup_steps=1, bf16=False)
+                              per_codec=1, progress=False, warmup_steps=1, bf16=False, loss_weighting="relative")
     model_cfg = UNetConfig.from_dict({**default_unet_config().to_dict(), "base_channels": 8, "channel_mults": [1, 2],
                                       "num_res_blocks": 1, "groups": 4, "attn_head_dim": 8})
     tr = ResidualTrainer(cfg, model_cfg)

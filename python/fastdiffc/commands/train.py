@@ -34,6 +34,9 @@ def add_parser(sub):
                    help="dirac: the base codecs to train on (default: all, jpeg,webp,avif,heic,jxl,cdc)")
     p.add_argument("--cdc-model", default=None, metavar="NAME",
                    help="dirac: registry name of the CDC model behind the cdc base (default: cdc)")
+    p.add_argument("--loss-weighting", choices=("mse", "relative"), default=None,
+                   help="dirac: plain MSE (default) or each patch's MSE relative to its base codec's "
+                        "(aligns training with the mean PSNR gain; docs/design.md §4b)")
     p.add_argument("--scales", default=None, metavar="S,...",
                    help="also train on the images downscaled by these factors in (0, 1], e.g. 1,0.5,0.33 "
                         "(a crop first picks a scale uniformly)")
@@ -103,6 +106,11 @@ def _run(args, dist) -> int:
         base_config = default_unet_config().to_dict()
     else:
         config_cls, trainer_cls, base_config = TrainConfig, Trainer, {}
+        dirac_only = {"--base-codecs": args.base_codecs, "--cdc-model": args.cdc_model,
+                      "--loss-weighting": args.loss_weighting}
+        given_dirac = [name for name, value in dirac_only.items() if value is not None]
+        if given_dirac:
+            raise ValueError(f"{', '.join(given_dirac)}: only for --task dirac")
     # Options left unset take the task's own defaults (its config dataclass).
     given = dict(
         run_dir=args.run_dir, patch_size=args.patch_size, batch_size=args.batch_size,
@@ -112,6 +120,7 @@ def _run(args, dist) -> int:
     )
     if args.task == "dirac":
         given.update(cache_dir=args.cache_dir, workers=args.workers, cdc_model=args.cdc_model,
+                     loss_weighting=args.loss_weighting,
                      codecs=None if args.base_codecs is None else _parse_codecs(args.base_codecs))
     cfg = config_cls(
         data=args.data, heldout=args.heldout, lr=args.lr, warmup_steps=args.warmup, ema_decay=args.ema,
