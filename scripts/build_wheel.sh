@@ -2,7 +2,8 @@
 # Release artefacts in OUTDIR (default dist/): the binary wheel built with CUDA on (the _cuda
 # module links cudart statically, so no CUDA library is needed at run time), repaired by
 # auditwheel to the manylinux tag this machine's glibc and the wheel's symbols allow (libgomp,
-# the one external library, is vendored into fastdiffc.libs/), and an sdist.
+# the one external library, is vendored into fastdiffc.libs/), and an sdist; plus the pure-data
+# wheel of the retired default models (retired/: fastdiffc-retired, design §8).
 #
 #   scripts/build_wheel.sh [OUTDIR]
 #   PYTHON=python3.12 scripts/build_wheel.sh    # another interpreter (the wheel is cpXY-specific)
@@ -20,7 +21,7 @@ start=$(date +%s)
 raw=$(mktemp -d)
 trap 'rm -rf "$raw"' EXIT
 mkdir -p "$out"
-rm -f "$out"/fastdiffc-*.whl "$out"/fastdiffc-*.tar.gz
+rm -f "$out"/fastdiffc-*.whl "$out"/fastdiffc-*.tar.gz "$out"/fastdiffc_retired-*.whl
 
 FASTDIFFC_CUDA=${FASTDIFFC_CUDA:-ON} "$PYTHON" -m pip wheel . -w "$raw" --no-deps -q
 wheel=$(ls "$raw"/fastdiffc-*.whl)
@@ -44,6 +45,9 @@ fi
 
 "$PYTHON" -m build --sdist --outdir "$out" . > "$raw/sdist.log" 2>&1 || { cat "$raw/sdist.log"; exit 1; }
 sdist=$(ls "$out"/fastdiffc-*.tar.gz)
+"$PYTHON" -m pip wheel ./retired -w "$out" --no-deps -q
+retired=$(ls "$out"/fastdiffc_retired-*.whl)
 
 echo "build_wheel: $(basename "$repaired") $(du -k "$repaired" | cut -f1) KiB," \
-     "$(basename "$sdist") $(du -k "$sdist" | cut -f1) KiB, in $(( $(date +%s) - start )) s"
+     "$(basename "$sdist") $(du -k "$sdist" | cut -f1) KiB," \
+     "$(basename "$retired") $(du -k "$retired" | cut -f1) KiB, in $(( $(date +%s) - start )) s"

@@ -476,6 +476,7 @@ def test_level_rates_recorded_and_listed(model, tmp_path, capsys, monkeypatch):
     assert [lv["bpp"] for lv in levels] == sorted(lv["bpp"] for lv in levels)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "retired_weights_dir", lambda: None)  # only these weights
     capsys.readouterr()
     assert main(["models"]) == 0
     assert f"levels 0: {levels[0]['bpp']:.2f} bpp" in capsys.readouterr().out

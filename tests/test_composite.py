@@ -191,6 +191,7 @@ def test_bad_composite_files(weights):
 
 def test_cli_models_lists_composite(weights, monkeypatch, capsys):
     monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "retired_weights_dir", lambda: None)  # only these weights
     save_composite(weights / "hy.safetensors", ["gauss", "tiny"], [0.5])
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -278,6 +279,7 @@ def test_measure_is_the_encoders_kl_per_pixel(parts):
 
 def test_cli_model_kl_writes_composite(weights, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "retired_weights_dir", lambda: None)  # only these weights
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(2):
@@ -311,6 +313,7 @@ def test_cli_model_kl_measures_the_parts_it_records(weights, monkeypatch, capsys
     # The shipped folder and the composite's folder hold different 'tiny' models: the switch
     # must be measured on (and record) the files next to the composite.
     monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "retired_weights_dir", lambda: None)  # only these weights
     other = tmp_path / "other"
     other.mkdir()
     for name in ("gauss", "tiny"):

@@ -181,3 +181,39 @@ def test_retired_defaults_are_listed_and_load():
             "cdc-20261202", "cdc-20261202b"} <= names
     old = load_model("hybrid-20261122")
     assert old.content_hash == 0x95229263A07DB4BD
+
+
+def test_retired_defaults_live_in_their_own_package_and_are_found_by_hash():
+    """Replaced defaults move to the fastdiffc-retired package (retired/): the main wheel carries only
+    today's defaults and what they need, and a file written by a retired default decodes through it
+    by its hash; without the package the error names the package to install."""
+    from pathlib import Path
+
+    from fastdiffc import load_codec
+    from fastdiffc.errors import ModelMismatchError, ModelNotFoundError
+    from fastdiffc.models import registry
+
+    retired = registry.retired_weights_dir()
+    assert retired is not None, "the tests need the retired defaults: pip install ./retired (or PYTHONPATH=retired)"
+    main = {p.stem for p in registry.WEIGHTS_DIR.glob("*.safetensors")}
+    # Today's defaults, plus cdc-20261202: the CDC model the shipped DIRAC model's cdc base was trained on.
+    assert main == {"cdc", "cdc-20261202", "dirac", "gaussian", "hybrid", "unet"}
+    assert "cdc-20261202" == registry.load_model("dirac").spec.cdc_model
+    old = {p.stem for p in retired.glob("*.safetensors")}
+    assert {"hybrid-20261122", "unet-20261122", "dirac-20261203"} <= old and not old & main
+    # A retired hybrid lives in the retired folder; its gaussian part is today's, in the main one.
+    hybrid_old = next(m for m in registry.list_models() if m.name == "hybrid-20261122")
+    assert hybrid_old.path.parent == retired and registry.composite_status(hybrid_old) == "ok"
+    data = (Path(__file__).parent / "golden" / "diffc_v1_hybrid20261122_32x48.fdc").read_bytes()
+    assert load_codec("diffc", recon_steps=2).decompress(data, method="denoise").size == (48, 32)
+    registry_without = pytest.MonkeyPatch()
+    try:
+        registry_without.setattr(registry, "retired_weights_dir", lambda: None)
+        assert "hybrid-20261122" not in {m.name for m in registry.list_models()}
+        # 'hybrid' exists with other weights: a mismatch, and the message says where old weights are.
+        with pytest.raises(ModelMismatchError, match="pip install fastdiffc-retired"):
+            load_codec("diffc", recon_steps=2).decompress(data, method="denoise")
+        with pytest.raises(ModelNotFoundError, match="fastdiffc-retired"):
+            registry.load_model("dirac-20261203")
+    finally:
+        registry_without.undo()

@@ -1,4 +1,4 @@
-"""`fastdiffc models [--json]`: list the shipped models."""
+"""`fastdiffc models [--json]`: list the shipped models (today's defaults, then the retired ones if installed)."""
 
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def _describe(r: dict) -> str:
 
 
 def run(args) -> int:
-    from ..models.registry import content_hash, list_models
+    from ..models.registry import RETIRED_HINT, WEIGHTS_DIR, content_hash, list_models, retired_weights_dir
 
     rows = []
     for m in list_models():
         row = {"name": m.name, "class": m.cls, "bytes": m.size_bytes,
-               "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path)}
+               "content_hash": f"{content_hash(m.path):016x}", "path": str(m.path),
+               "retired": m.path.parent.resolve() != WEIGHTS_DIR.resolve()}
         if m.cls == "composite":
             row.update(_composite_fields(m))
         rates = _level_rates(m)
@@ -63,5 +64,8 @@ def run(args) -> int:
         return 0
     print(f"{'name':16s} {'class':10s} {'size':>10s}  content hash")
     for r in rows:
-        print(f"{r['name']:16s} {r['class']:10s} {r['bytes'] / 1e6:9.2f}M  {r['content_hash']}{_describe(r)}")
+        retired = "  (retired default)" if r["retired"] else ""
+        print(f"{r['name']:16s} {r['class']:10s} {r['bytes'] / 1e6:9.2f}M  {r['content_hash']}{_describe(r)}{retired}")
+    if retired_weights_dir() is None:
+        print(f"(not installed: {RETIRED_HINT})")
     return 0

@@ -1,4 +1,11 @@
-"""Registry of shipped models: python/fastdiffc/weights/*.safetensors.
+"""Registry of shipped models: python/fastdiffc/weights/*.safetensors, then the retired defaults.
+
+Today's defaults (and the models they depend on) ship in the package's `weights/` folder; a
+default replaced by a retrained model moves to the separate `fastdiffc-retired` package
+(`retired/` in the repository, import name `fastdiffc_retired`), which `weight_folders` adds to
+the search when it is installed, so files written by old defaults keep decoding while the main
+wheel stays small (docs/design.md §8). A name in the package's own folder wins over the same
+name in the retired one.
 
 A weight file is a model when its safetensors metadata key "fastdiffc_config" holds
 JSON with a "class" field; the class picks the loader. The model's name is the file
@@ -10,7 +17,9 @@ A "composite" model file (models/composite.py) holds no weights, only its config
     {"class": "composite", "version": 1, "parts": ["gaussian", "unet"],
      "part_hashes": ["<16 hex>", "<16 hex>"], "switch_logsnr": [0.5]}
 
-Its parts are loaded by name from the composite's own folder and must still have the
+Its parts are loaded by name from the composite's own folder (from every default weight folder
+when the composite is in one of them: a retired hybrid's gaussian part is today's) and must
+still have the
 recorded content hashes; otherwise loading refuses (ModelNotFoundError for a missing part,
 ModelMismatchError for a changed one), so a bitstream recording the composite's hash — which
 covers the part hashes — is never decoded with different parts. `save_composite` writes one.
@@ -27,6 +36,32 @@ from .hashing import content_hash  # noqa: F401  (re-exported: registry.content_
 
 CONFIG_KEY = "fastdiffc_config"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+RETIRED_PACKAGE = "fastdiffc-retired"
+RETIRED_HINT = (f"retired defaults ship in the separate {RETIRED_PACKAGE} package: `pip install {RETIRED_PACKAGE}`, "
+                "or `pip install ./retired` from a source checkout")
+
+
+def retired_weights_dir() -> Path | None:
+    """The weights folder of the installed fastdiffc-retired package, or None when it is not installed."""
+    try:
+        import fastdiffc_retired
+    except ImportError:
+        return None
+    return Path(fastdiffc_retired.WEIGHTS_DIR)
+
+
+def weight_folders() -> list[Path]:
+    """Where models are looked up by default: the package's weights, then the retired defaults' (if installed)."""
+    retired = retired_weights_dir()
+    return [WEIGHTS_DIR] if retired is None else [WEIGHTS_DIR, retired]
+
+
+def _search_folders(folder: Path) -> list[Path]:
+    """`folder`, or every default folder when `folder` is one of them (a composite's parts may
+    sit in the other one)."""
+    defaults = weight_folders()
+    resolved = folder.resolve()
+    return defaults if any(resolved == d.resolve() for d in defaults) else [folder]
 
 
 def _load_unet(path):
@@ -84,14 +119,25 @@ def _read_metadata(path: Path) -> dict | None:
 
 
 def list_models(weights_dir=None) -> list[ModelInfo]:
-    """Every model file in the weights folder, sorted by name."""
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    out = []
-    for path in sorted(folder.glob("*.safetensors")):
-        cfg = _read_metadata(path)
-        if cfg is not None:
-            out.append(ModelInfo(path.stem, str(cfg["class"]), path, path.stat().st_size, cfg))
-    return out
+    """Every model file in `weights_dir`, or by default in `weight_folders()` (a name found in an
+    earlier folder hides the same name in a later one), sorted by name."""
+    folders = [Path(weights_dir)] if weights_dir is not None else weight_folders()
+    found: dict[str, ModelInfo] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")):
+            cfg = _read_metadata(path)
+            if cfg is not None and path.stem not in found:
+                found[path.stem] = ModelInfo(path.stem, str(cfg["class"]), path, path.stat().st_size, cfg)
+    return [found[name] for name in sorted(found)]
+
+
+def _list_near(folder: Path) -> dict[str, ModelInfo]:
+    """The models a composite in `folder` may use as parts, by name."""
+    models: dict[str, ModelInfo] = {}
+    for f in _search_folders(folder):
+        for m in list_models(f):
+            models.setdefault(m.name, m)
+    return models
 
 
 def load_model(name: str, weights_dir=None):
@@ -100,7 +146,8 @@ def load_model(name: str, weights_dir=None):
     info = models.get(name)
     if info is None:
         available = ", ".join(sorted(models)) or "none"
-        raise ModelNotFoundError(f"no model named {name!r}; available: {available}")
+        hint = f"; {RETIRED_HINT}" if weights_dir is None and retired_weights_dir() is None else ""
+        raise ModelNotFoundError(f"no model named {name!r}; available: {available}{hint}")
     loader = LOADERS.get(info.cls)
     if loader is None:
         raise ModelNotFoundError(f"model {name!r} has class {info.cls!r}, which this build cannot load "
@@ -124,11 +171,13 @@ def load_model_for_file(name: str, want_hash: int, weights_dir=None):
     for other in models.values():
         if other.name != name and content_hash(other.path) == want_hash:
             return load_model(other.name, weights_dir)
+    # Searching the default folders without the retired package: the file may be an old default's.
+    hint = f"; {RETIRED_HINT}" if weights_dir is None and retired_weights_dir() is None else ""
     if info is None:
         raise ModelNotFoundError(f"no model named {name!r} with hash {_hash_hex(want_hash)} in this install "
-                                 f"(available: {', '.join(sorted(models)) or 'none'})")
+                                 f"(available: {', '.join(sorted(models)) or 'none'}){hint}")
     raise ModelMismatchError(f"this install's model {name!r} has hash {_hash_hex(content_hash(info.path))}, "
-                             f"the file needs {_hash_hex(want_hash)} (weights that are not shipped here)")
+                             f"the file needs {_hash_hex(want_hash)} (weights that are not shipped here){hint}")
 
 
 # ----------------------------------------------------------------------------- composite models
@@ -188,7 +237,7 @@ def composite_status(info: ModelInfo) -> str:
     """'ok', or why loading the composite `info` would refuse (for listings; never raises)."""
     try:
         parts, hashes, _ = composite_config(info.config)
-        models = {m.name: m for m in list_models(info.path.parent)}
+        models = _list_near(info.path.parent)
         for name, want in zip(parts, hashes):
             try:
                 _find_part(name, want, info.path.parent, models, info.name)
@@ -210,10 +259,11 @@ def load_composite(path):
         raise ValueError(f"{path}: not a fastdiffc model file")
     parts, hashes, switches = composite_config(cfg)
     folder = path.parent
-    models = {m.name: m for m in list_models(folder)}
+    models = _list_near(folder)
     loaded = []
     for name, want in zip(parts, hashes):
-        loaded.append(load_model(_find_part(name, want, folder, models, path.stem).name, folder))
+        part = _find_part(name, want, folder, models, path.stem)
+        loaded.append(load_model(part.name, part.path.parent))
     return CompositeDenoiser(loaded, switches, name=path.stem, content_hash=content_hash(path)).eval()
 
 
