@@ -91,8 +91,9 @@ def test_default_model_for_unknown_pipeline_is_a_clear_error():
 def test_diffc_defaults_decode_their_files(name, holder):
     """As for CDC below: a DiffC file names 'hybrid' with the hash of the default that wrote it and
     decodes through whichever shipped file has that hash (a retired one: hybrid-20261122 /
-    unet-20261122, hybrid-20261130 / unet-20261130, hybrid-20261203 / unet-20261203). Written and decoded by that release on this
-    machine; the RCC replay is bit-exact, the model calls are float32 maths, hence ≤ 2 grey levels."""
+    unet-20261122, hybrid-20261130 / unet-20261130, hybrid-20261203 / unet-20261203, in fastdiffc-retired).
+    Written and decoded by that release on this machine; the RCC replay is bit-exact, the model calls
+    are float32 maths, hence ≤ 2 grey levels."""
     from pathlib import Path
 
     import numpy as np

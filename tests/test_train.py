@@ -281,6 +281,13 @@ def test_plot_run(tmp_path):
     out = plot_run(run, gaussian_bpd=9.0)
     with Image.open(out) as im:
         assert im.size[0] > 100 and im.size[1] > 100
+    # A DIRAC run: its loss field and held-out score (minus the 0-step gain) are plotted too.
+    dirac = tmp_path / "dirac"
+    dirac.mkdir()
+    (dirac / "loss.csv").write_text("step,elapsed_s,images,loss_mse_x1e4,grad_norm,lr\n1,6,8,25.0,1,1e-4\n")
+    (dirac / "eval.csv").write_text("step,elapsed_s,neg_gain_db,psnr_base,psnr_dirac,mse\n1,6,-0.3,33.3,33.6,0.003\n")
+    with Image.open(plot_run(dirac, tmp_path / "d.png")) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
 
 
 def test_dirac_residual_training_resumes_exactly_and_exports(tmp_path):
