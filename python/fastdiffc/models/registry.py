@@ -56,12 +56,10 @@ def weight_folders() -> list[Path]:
     return [WEIGHTS_DIR] if retired is None else [WEIGHTS_DIR, retired]
 
 
-def _search_folders(folder: Path) -> list[Path]:
-    """`folder`, or every default folder when `folder` is one of them (a composite's parts may
-    sit in the other one)."""
-    defaults = weight_folders()
-    resolved = folder.resolve()
-    return defaults if any(resolved == d.resolve() for d in defaults) else [folder]
+def _retired_hint(weights_dir) -> str:
+    """Appended to a not-found error when the default folders were searched without the retired
+    package: the model may be an old default's."""
+    return f"; {RETIRED_HINT}" if weights_dir is None and retired_weights_dir() is None else ""
 
 
 def _load_unet(path):
@@ -131,13 +129,11 @@ def list_models(weights_dir=None) -> list[ModelInfo]:
     return [found[name] for name in sorted(found)]
 
 
-def _list_near(folder: Path) -> dict[str, ModelInfo]:
-    """The models a composite in `folder` may use as parts, by name."""
-    models: dict[str, ModelInfo] = {}
-    for f in _search_folders(folder):
-        for m in list_models(f):
-            models.setdefault(m.name, m)
-    return models
+def _models_near(folder: Path) -> dict[str, ModelInfo]:
+    """The models a composite in `folder` may use as parts, by name: every default folder's when
+    `folder` is one of them (a retired hybrid's gaussian part is today's), else `folder`'s."""
+    is_default = any(folder.resolve() == d.resolve() for d in weight_folders())
+    return {m.name: m for m in (list_models() if is_default else list_models(folder))}
 
 
 def load_model(name: str, weights_dir=None):
@@ -146,8 +142,7 @@ def load_model(name: str, weights_dir=None):
     info = models.get(name)
     if info is None:
         available = ", ".join(sorted(models)) or "none"
-        hint = f"; {RETIRED_HINT}" if weights_dir is None and retired_weights_dir() is None else ""
-        raise ModelNotFoundError(f"no model named {name!r}; available: {available}{hint}")
+        raise ModelNotFoundError(f"no model named {name!r}; available: {available}{_retired_hint(weights_dir)}")
     loader = LOADERS.get(info.cls)
     if loader is None:
         raise ModelNotFoundError(f"model {name!r} has class {info.cls!r}, which this build cannot load "
@@ -171,8 +166,7 @@ def load_model_for_file(name: str, want_hash: int, weights_dir=None):
     for other in models.values():
         if other.name != name and content_hash(other.path) == want_hash:
             return load_model(other.name, weights_dir)
-    # Searching the default folders without the retired package: the file may be an old default's.
-    hint = f"; {RETIRED_HINT}" if weights_dir is None and retired_weights_dir() is None else ""
+    hint = _retired_hint(weights_dir)
     if info is None:
         raise ModelNotFoundError(f"no model named {name!r} with hash {_hash_hex(want_hash)} in this install "
                                  f"(available: {', '.join(sorted(models)) or 'none'}){hint}")
@@ -237,7 +231,7 @@ def composite_status(info: ModelInfo) -> str:
     """'ok', or why loading the composite `info` would refuse (for listings; never raises)."""
     try:
         parts, hashes, _ = composite_config(info.config)
-        models = _list_near(info.path.parent)
+        models = _models_near(info.path.parent)
         for name, want in zip(parts, hashes):
             try:
                 _find_part(name, want, info.path.parent, models, info.name)
@@ -259,7 +253,7 @@ def load_composite(path):
         raise ValueError(f"{path}: not a fastdiffc model file")
     parts, hashes, switches = composite_config(cfg)
     folder = path.parent
-    models = _list_near(folder)
+    models = _models_near(folder)
     loaded = []
     for name, want in zip(parts, hashes):
         part = _find_part(name, want, folder, models, path.stem)

@@ -54,6 +54,11 @@ class ResidualTrainConfig(TrainConfig):
     bf16: bool = True  # autocast the forward/backward to bfloat16 (AMX/AVX512-BF16: 1.5x faster, measured)
     loss_weighting: str = "mse"  # "mse": plain MSE; "relative": each patch's MSE over its base codec's (above)
 
+    def __post_init__(self):
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
+                             f"got {self.loss_weighting!r}")
+
 
 LOSS_WEIGHTINGS = ("mse", "relative")
 # Floor of the per-patch base MSE in relative weighting, in [-1, 1] image units: an 8-bit MSE of
@@ -84,7 +89,6 @@ class ResidualTrainer(Trainer):
     LOSS_FIELD = "loss_mse_x1e4"
 
     def __init__(self, cfg: ResidualTrainConfig, model_config: UNetConfig | None = None, dataset=None):
-        patch_loss_weights(torch.zeros(1), torch.zeros(1), cfg.loss_weighting)  # a bad name fails before the data
         if dataset is None:
             dataset = BasePairs(cfg.data, cfg.cache_dir, patch_size=cfg.patch_size, scales=cfg.scales,
                                 per_codec=cfg.per_codec, codecs=tuple(cfg.codecs), seed=cfg.seed,
