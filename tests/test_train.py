@@ -250,7 +250,13 @@ def test_dirac_relative_loss_weights_equalise_base_codec_error():
     assert w[0] / w[1] == pytest.approx((4e-4 + RELATIVE_MSE_FLOOR) / (1e-4 + RELATIVE_MSE_FLOOR))
     assert w[2] == pytest.approx(b.mean() / RELATIVE_MSE_FLOOR)  # an exact base patch: bounded by the floor
     assert torch.equal(patch_loss_weights(x, xb, "mse"), torch.ones(3))
-    with pytest.raises(ValueError, match="loss weighting must be one of mse, relative"):
+    # relative-start: the relative weights at λ_start only, plain MSE at the sampling λ's
+    at_start = torch.tensor([True, False, True])
+    ws = patch_loss_weights(x, xb, "relative-start", at_start=at_start)
+    assert torch.equal(ws, torch.stack([w[0], torch.tensor(1.0), w[2]]))
+    with pytest.raises(ValueError, match="needs at_start"):
+        patch_loss_weights(x, xb, "relative-start")
+    with pytest.raises(ValueError, match="loss weighting must be one of mse, relative, relative-start"):
         patch_loss_weights(x, xb, "psnr")
     with pytest.raises(ValueError, match="loss weighting"):
         ResidualTrainer(ResidualTrainConfig(data="unused", loss_weighting="l1"))
@@ -308,7 +314,8 @@ def test_dirac_residual_training_resumes_exactly_and_exports(tmp_path):
     sample.crop((150, 90, 246, 154)).save(held / "c.png")
     cfg = ResidualTrainConfig(data=str(data), heldout=str(held), run_dir=str(tmp_path / "run"),
                               cache_dir=str(tmp_path / "cache"), patch_size=32, batch_size=2, scales=(1.0,),
-                              per_codec=1, progress=False, warmup_steps=1, bf16=False, loss_weighting="relative")
+                              per_codec=1, progress=False, warmup_steps=1, bf16=False,
+                              loss_weighting="relative-start")
     model_cfg = UNetConfig.from_dict({**default_unet_config().to_dict(), "base_channels": 8, "channel_mults": [1, 2],
                                       "num_res_blocks": 1, "groups": 4, "attn_head_dim": 8})
     tr = ResidualTrainer(cfg, model_cfg)

@@ -34,9 +34,10 @@ def add_parser(sub):
                    help="dirac: the base codecs to train on (default: all, jpeg,webp,avif,heic,jxl,cdc)")
     p.add_argument("--cdc-model", default=None, metavar="NAME",
                    help="dirac: registry name of the CDC model behind the cdc base (default: cdc)")
-    p.add_argument("--loss-weighting", choices=("mse", "relative"), default=None,
-                   help="dirac: plain MSE (default) or each patch's MSE relative to its base codec's "
-                        "(aligns training with the mean PSNR gain; docs/design.md §4b)")
+    p.add_argument("--loss-weighting", choices=("mse", "relative", "relative-start"), default=None,
+                   help="dirac: plain MSE (default), each patch's MSE relative to its base codec's "
+                        "(aligns training with the mean PSNR gain), or that at the 0-step point only "
+                        "(docs/design.md §4b)")
     p.add_argument("--scales", default=None, metavar="S,...",
                    help="also train on the images downscaled by these factors in (0, 1], e.g. 1,0.5,0.33 "
                         "(a crop first picks a scale uniformly)")
