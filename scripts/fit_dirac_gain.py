@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 
 import torch
+from fastdiffc.models.residual import ENSEMBLE_SIZES
 
 EDGES = (-5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 8.0)  # upper edges of the log2-bpp bins (octaves up to 2 bpp)
 QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -33,7 +34,7 @@ GAIN_GRID = tuple(k / 64 for k in range(97))  # the signalled gain's codes (desi
 
 def main() -> int:
     from fastdiffc.diffusion.denoiser import Conditioning
-    from fastdiffc.models.residual import ResidualDenoiser, save_residual
+    from fastdiffc.models.residual import ResidualDenoiser, dihedral_mean, save_residual
     from fastdiffc.train.pairs import QUALITY_RANGE, heldout_pairs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,9 +45,14 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--sample-bound", type=float, default=None,
                     help="also set the sampler's bound β (models/residual.py; chosen on held-out photos)")
+    ap.add_argument("--ensemble", type=int, default=None, choices=ENSEMBLE_SIZES,
+                    help="also set the 0-step self-ensemble (orientations averaged; models/residual.py); "
+                         "the gains are fitted to the ensembled estimate")
     args = ap.parse_args()
 
     model = ResidualDenoiser.load(args.model)
+    if args.ensemble is not None:
+        model.spec = dataclasses.replace(model.spec, ensemble=args.ensemble)
     cdc_name = "cdc"
     if model.spec.cdc_model:  # the CDC model its cdc label was trained on, wherever it ships now
         from fastdiffc.models.registry import load_model_for_file
@@ -66,7 +72,8 @@ def main() -> int:
                 b = next(e for e in EDGES if lb <= e)
                 z = torch.randn(xb.shape, generator=torch.Generator().manual_seed(0))
                 with torch.no_grad():
-                    r_hat = model(z, model.spec.logsnr_start, Conditioning(xb, label, scalars)) / k
+                    r_hat = dihedral_mean(model, z, model.spec.logsnr_start, Conditioning(xb, label, scalars),
+                                          model.spec.ensemble) / k
                 r = x - xb
                 moments_of[codec, b].append((float((r * r).sum()), float((r_hat * r).sum()),
                                              float((r_hat * r_hat).sum()), r.numel()))

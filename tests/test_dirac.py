@@ -23,10 +23,11 @@ from fastdiffc.errors import (
     UnknownPipelineError,
 )
 from fastdiffc.image_io import psnr
-from fastdiffc.models.residual import ResidualDenoiser, ResidualSpec, default_unet_config
+from fastdiffc.models.residual import ResidualDenoiser, ResidualSpec, default_unet_config, save_residual
 from fastdiffc.models.unet import UNet, UNetConfig
 from fastdiffc.pipelines import load_codec
-from fastdiffc.pipelines.dirac import MAX_DECODE_STEPS, DiracCodec, schedule
+from fastdiffc.pipelines.base import shared_normals
+from fastdiffc.pipelines.dirac import DOMAIN_START, MAX_DECODE_STEPS, DiracCodec, schedule
 from PIL import Image
 
 SAMPLE = Path(__file__).parent.parent / "python" / "fastdiffc" / "samples" / "sample.png"
@@ -452,6 +453,55 @@ def test_sampling_bound_keeps_every_step_near_the_first_prediction():
     out = enhance(free, x_base, None, steps=4, seed=1)
     assert float(out.abs().max()) > 0.2  # unbounded: the wild predictions come through
     assert dataclasses.replace(bounded.spec, sample_bound=0.0) == free.spec.__class__(sample_bound_window=3)
+
+
+def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path):
+    """ensemble = n: the 0-step estimate is the mean of g⁻¹ model(g z, g x_base) over the first n
+    orientations (flips, then transposes, with the noise turned along); the encoder's signalled
+    gain uses the same estimate; n = 1 is the plain call bit for bit; the field survives the
+    model file and is validated."""
+    import dataclasses
+
+    from fastdiffc.models.residual import dihedral_mean
+    from fastdiffc.pipelines.dirac import enhance
+
+    m = tiny_model()
+    x_base = torch.rand(1, 3, 24, 40) * 2 - 1
+    cond = m.conditioning(x_base, "jpeg", 0.5, 40)
+    z = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(3))
+    lam = m.spec.logsnr_start
+    with torch.no_grad():
+        plain = m(z, lam, cond)
+        assert torch.equal(dihedral_mean(m, z, lam, cond, 1), plain)
+        flipped = m(z.flip(-1), lam, dataclasses.replace(cond, image=x_base.flip(-1))).flip(-1)
+        assert torch.allclose(dihedral_mean(m, z, lam, cond, 2), (plain + flipped) / 2, atol=1e-6)
+        # all eight, written out independently: rotations by 0/90/180/270° and their mirrors
+        def oriented(g, g_inv):
+            return g_inv(m(g(z), lam, dataclasses.replace(cond, image=g(x_base))))
+
+        rot = [(lambda t, k=k: torch.rot90(t, k, (-2, -1)), lambda t, k=k: torch.rot90(t, -k, (-2, -1)))
+               for k in range(4)]
+        mirrored = [(lambda t, g=g: g(t.flip(-1)), lambda t, gi=gi: gi(t).flip(-1)) for g, gi in rot]
+        manual = torch.stack([oriented(g, gi) for g, gi in rot + mirrored]).mean(0)
+        eight = dihedral_mean(m, z, lam, cond, 8)
+        assert torch.allclose(eight, manual, atol=1e-6) and not torch.allclose(eight, plain, atol=1e-4)
+    with pytest.raises(ValueError, match="ensemble must be one of 1, 2, 4, 8"):
+        dihedral_mean(m, z, lam, cond, 3)
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        ResidualSpec(ensemble=16)
+    # the decoder's 0-step output is built from the ensembled estimate
+    m8 = ResidualDenoiser(m.net, dataclasses.replace(m.spec, ensemble=8), name="tiny8", content_hash=0x5678)
+    with torch.no_grad():
+        z0 = shared_normals(0, DOMAIN_START, x_base.shape)
+        expect = (x_base + dihedral_mean(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8)
+                  / m.spec.residual_scale).clamp(-1, 1)
+        assert torch.allclose(enhance(m8, x_base, cond, steps=0, seed=0), expect, atol=1e-6)
+    save_residual(m8.net, m8.spec, tmp_path / "m8.safetensors")
+    assert ResidualDenoiser.load(tmp_path / "m8.safetensors").spec.ensemble == 8
+    # and the encoder signals the gain of that same estimate: a file round-trips through it
+    im = Image.fromarray(((x_base[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
+    data = DiracCodec(m8).compress(im, base="jpeg", quality=40)
+    assert np.asarray(DiracCodec(m8).decompress(data)).shape == (24, 40, 3)
 
 
 # ----------------------------------------------------------------------------- golden file

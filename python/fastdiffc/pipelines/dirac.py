@@ -8,7 +8,8 @@ it adds back what the codec removed. Only the base codec's bits are transmitted:
     receiver:  x_base  = base_decode(payload)
                c       = (x_base, codec, log2 bpp of the payload, JPEG quality)
                z_0     ~ N(0, I) from the shared seed                  (λ_0 = λ_start: pure noise)
-               r̂_0     = model(z_0, λ_0, c)                            (= E[r | c]: 0 steps)
+               r̂_0     = model(z_0, λ_0, c)                            (= E[r | c]: 0 steps; averaged
+                                                                        over the model's orientations)
                for k = 1..K (K = decode_steps ≤ 20, a prefix of one fixed schedule):
                    z_k = μ_Q(z_{k-1}, r̂_{k-1}) + σ_Q ε_k             (ancestral step, Philox noise)
                    r̂_k = model(z_k, λ_k, c)
@@ -47,6 +48,7 @@ from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
+from ..models.residual import dihedral_mean
 from .base import (
     Budget,
     Codec,
@@ -119,7 +121,7 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     k_r = spec.residual_scale
     model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
-        z, r_hat = _first_prediction(model, x_base, cond, seed, lams[0])
+        z, r_hat = _first_prediction(model, x_base, cond, seed, lams[0], spec.ensemble)
         first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
         if trajectory is not None:
             trajectory(0, first)
@@ -137,11 +139,12 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     return (x_base + r_hat / k_r).clamp(-1, 1)
 
 
-def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: float):
+def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: float, ensemble: int = 1):
     """(z_0, r̂_0): the pure-noise start drawn from the file's seed and the model's first residual
-    prediction from it — what the 0-step output is made of, for the decoder and the encoder alike."""
+    prediction from it, self-ensembled over the model's `ensemble` orientations — what the 0-step
+    output is made of, for the decoder and the encoder alike."""
     z = shared_normals(seed, DOMAIN_START, x_base.shape)
-    return z, model(z, logsnr, cond)
+    return z, dihedral_mean(model, z, logsnr, cond, ensemble)
 
 
 def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed: int, precision: str) -> int:
@@ -153,7 +156,7 @@ def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed
     spec = model.spec
     with model_threads():
         _, r_hat = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
-                                     schedule(spec.logsnr_start, spec.logsnr_end)[0])
+                                     schedule(spec.logsnr_start, spec.logsnr_end)[0], spec.ensemble)
     d = (r_hat / spec.residual_scale).double()
     t = (x - x_base).double()
     dd = float((d * d).sum())
