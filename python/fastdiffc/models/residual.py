@@ -121,11 +121,13 @@ def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int)
     image, so each call sees the same (z, x_base) pair, only oriented differently."""
     if n not in ENSEMBLE_SIZES:
         raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {n!r}")
+    if n == 1:
+        return denoiser(z, logsnr, cond)  # exactly the call every model before the ensemble made
     total = None
     for forward, inverse in _ORIENTATIONS[:n]:
         r = inverse(denoiser(forward(z), logsnr, dataclasses.replace(cond, image=forward(cond.image))))
         total = r if total is None else total + r
-    return total if n == 1 else total / n
+    return total / n
 
 
 def default_unet_config() -> UNetConfig:
