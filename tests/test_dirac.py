@@ -458,8 +458,8 @@ def test_sampling_bound_keeps_every_step_near_the_first_prediction():
 def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path):
     """ensemble = n: the 0-step estimate is the mean of g⁻¹ model(g z, g x_base) over the first n
     orientations (flips, then transposes, with the noise turned along); the encoder's signalled
-    gain uses the same estimate; n = 1 is the plain call bit for bit; the field survives the
-    model file and is validated."""
+    gain uses the same estimate; the sampler does not (it continues from the plain prediction);
+    n = 1 is the plain call bit for bit; the field survives the model file and is validated."""
     import dataclasses
 
     from fastdiffc.models.residual import dihedral_mean
@@ -496,6 +496,11 @@ def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path)
         expect = (x_base + dihedral_mean(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8)
                   / m.spec.residual_scale).clamp(-1, 1)
         assert torch.allclose(enhance(m8, x_base, cond, steps=0, seed=0), expect, atol=1e-6)
+        # ... while the sampler continues from the plain first prediction: with steps, the
+        # ensembled model's decode is the plain model's (the ensemble is the 0-step output only)
+        mean, identity = dihedral_mean(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8, with_identity=True)
+        assert torch.equal(identity, m(z0, schedule(lam, m.spec.logsnr_end)[0], cond))
+        assert torch.equal(enhance(m8, x_base, cond, steps=3, seed=0), enhance(m, x_base, cond, steps=3, seed=0))
     save_residual(m8.net, m8.spec, tmp_path / "m8.safetensors")
     assert ResidualDenoiser.load(tmp_path / "m8.safetensors").spec.ensemble == 8
     # and the encoder signals the gain of that same estimate: a file round-trips through it

@@ -70,7 +70,9 @@ class ResidualSpec:
     # this many orientations of (z, x_base) — flips, then transposes — each mapped back. An MMSE
     # estimator of a rotation- and flip-invariant image distribution is equivariant, a small
     # trained one only approximately; averaging removes part of its error (held-out photos, AVIF
-    # and HEIC at 0.12–0.3 bpp: +0.01…+0.10 dB, design §4b). 1 = off (every model before it).
+    # and HEIC at 0.12–0.3 bpp: +0.01…+0.10 dB, design §4b). Only the 0-step output uses it: the
+    # sampler continues from (and is bounded around) the plain first prediction, since the
+    # averaged one is smoother. 1 = off (every model before it).
     ensemble: int = 1
 
     def __post_init__(self):
@@ -115,19 +117,25 @@ _ORIENTATIONS = (
 )
 
 
-def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int) -> torch.Tensor:
+def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int, *,
+                  with_identity: bool = False):
     """Mean over the first `n` orientations g of g⁻¹(denoiser(g z, λ, cond with g x_base)): the
     self-ensemble of a residual prediction (n = 1: the plain call). The noise z turns with the
-    image, so each call sees the same (z, x_base) pair, only oriented differently."""
+    image, so each call sees the same (z, x_base) pair, only oriented differently.
+    `with_identity`: return (mean, the identity orientation's own prediction) — the plain call,
+    which the ensemble computes anyway."""
     if n not in ENSEMBLE_SIZES:
         raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {n!r}")
     if n == 1:
-        return denoiser(z, logsnr, cond)  # exactly the call every model before the ensemble made
-    total = None
+        r = denoiser(z, logsnr, cond)  # exactly the call every model before the ensemble made
+        return (r, r) if with_identity else r
+    total = identity = None
     for forward, inverse in _ORIENTATIONS[:n]:
         r = inverse(denoiser(forward(z), logsnr, dataclasses.replace(cond, image=forward(cond.image))))
+        if identity is None:
+            identity = r
         total = r if total is None else total + r
-    return total / n
+    return (total / n, identity) if with_identity else total / n
 
 
 def default_unet_config() -> UNetConfig:

@@ -8,8 +8,9 @@ it adds back what the codec removed. Only the base codec's bits are transmitted:
     receiver:  x_base  = base_decode(payload)
                c       = (x_base, codec, log2 bpp of the payload, JPEG quality)
                z_0     ~ N(0, I) from the shared seed                  (λ_0 = λ_start: pure noise)
-               r̂_0     = model(z_0, λ_0, c)                            (= E[r | c]: 0 steps; averaged
-                                                                        over the model's orientations)
+               r̂_0     = model(z_0, λ_0, c)                            (= E[r | c]: 0 steps; the
+                                                                        output averages it over the
+                                                                        model's orientations)
                for k = 1..K (K = decode_steps ≤ 20, a prefix of one fixed schedule):
                    z_k = μ_Q(z_{k-1}, r̂_{k-1}) + σ_Q ε_k             (ancestral step, Philox noise)
                    r̂_k = model(z_k, λ_k, c)
@@ -111,7 +112,9 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
     Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32.
     `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table); the sampler
-    itself always continues from the unshrunk prediction. A model whose spec sets a sampling
+    itself always continues from the unshrunk plain first prediction (not the self-ensembled one
+    a model's `ensemble` makes the 0-step output from: averaging smooths it, and the sampler and
+    its bound would inherit that and lose realism). A model whose spec sets a sampling
     bound β keeps every later prediction within β times the local RMS of the first one
     (`sample_bounds`)."""
     spec = model.spec
@@ -121,8 +124,8 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     k_r = spec.residual_scale
     model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
-        z, r_hat = _first_prediction(model, x_base, cond, seed, lams[0], spec.ensemble)
-        first = (x_base + gain * r_hat / k_r).clamp(-1, 1)
+        z, r_out, r_hat = _first_prediction(model, x_base, cond, seed, lams[0], spec.ensemble)
+        first = (x_base + gain * r_out / k_r).clamp(-1, 1)
         if trajectory is not None:
             trajectory(0, first)
         if steps == 0:
@@ -140,11 +143,13 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
 
 
 def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: float, ensemble: int = 1):
-    """(z_0, r̂_0): the pure-noise start drawn from the file's seed and the model's first residual
-    prediction from it, self-ensembled over the model's `ensemble` orientations — what the 0-step
-    output is made of, for the decoder and the encoder alike."""
+    """(z_0, r̂_0, r̂_0 plain): the pure-noise start drawn from the file's seed, the model's first
+    residual prediction from it self-ensembled over the model's `ensemble` orientations — what
+    the 0-step output is made of, for the decoder and the encoder alike — and the plain
+    (identity-orientation) prediction the sampler continues from."""
     z = shared_normals(seed, DOMAIN_START, x_base.shape)
-    return z, dihedral_mean(model, z, logsnr, cond, ensemble)
+    r_out, r_plain = dihedral_mean(model, z, logsnr, cond, ensemble, with_identity=True)
+    return z, r_out, r_plain
 
 
 def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed: int, precision: str) -> int:
@@ -155,8 +160,8 @@ def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed
     never how one decodes."""
     spec = model.spec
     with model_threads():
-        _, r_hat = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
-                                     schedule(spec.logsnr_start, spec.logsnr_end)[0], spec.ensemble)
+        _, r_hat, _ = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
+                                        schedule(spec.logsnr_start, spec.logsnr_end)[0], spec.ensemble)
     d = (r_hat / spec.residual_scale).double()
     t = (x - x_base).double()
     dd = float((d * d).sum())
