@@ -212,7 +212,7 @@ def test_decode_steps_and_eta(codec, model, encoded):
     assert not np.array_equal(a, b)
     # η = 0 defaults to DPM-Solver++(2M); DDIM stays available and differs from step 3 on (the
     # first 2M step is first order, i.e. DDIM's); with one step both are the first model call.
-    assert np.array_equal(a, np.asarray(codec.decompress(encoded, decode_steps=2, solver="dpm++2m")))
+    assert np.array_equal(a, np.asarray(codec.decompress(encoded, decode_steps=2, solver="dpmpp2m")))
     assert np.array_equal(a, np.asarray(codec.decompress(encoded, decode_steps=2, solver="ddim")))
     assert np.array_equal(np.asarray(codec.decompress(encoded, decode_steps=1)),
                           np.asarray(codec.decompress(encoded, decode_steps=1, solver="ddim")))
@@ -220,9 +220,12 @@ def test_decode_steps_and_eta(codec, model, encoded):
     assert not torch.equal(c, reconstruct(model, y_hat, level, 64, 96, steps=4, seed=seed, solver="ddim"))
     assert np.array_equal(b, np.asarray(codec.decompress(encoded, decode_steps=2, eta=1.0, solver="ddim")))
     with pytest.raises(ValueError, match="needs solver='ddim'"):
-        codec.decompress(encoded, decode_steps=2, eta=0.5, solver="dpm++2m")
+        codec.decompress(encoded, decode_steps=2, eta=0.5, solver="dpmpp2m")
     with pytest.raises(ValueError, match="solver"):
         codec.decompress(encoded, solver="euler")
+    # both values can be written in an eval contender spec ("+" separates values there)
+    from fastdiffc.eval.contenders import resolve_spec
+    assert resolve_spec("cdc:decode_steps=4:solver=dpmpp2m+ddim").decode["solver"] == ("dpmpp2m", "ddim")
 
 
 def test_dpm_solver_tracks_the_many_step_decode_better_than_ddim():

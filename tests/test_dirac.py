@@ -487,8 +487,9 @@ def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path)
         assert torch.allclose(eight, manual, atol=1e-6) and not torch.allclose(eight, plain, atol=1e-4)
     with pytest.raises(ValueError, match="ensemble must be one of 1, 2, 4, 8"):
         dihedral_mean(m, z, lam, cond, 3)
-    with pytest.raises(ValueError, match="ensemble must be one of"):
-        ResidualSpec(ensemble=16)
+    for bad in (16, 2.0, True, "4"):
+        with pytest.raises(ValueError, match="ensemble must be one of"):
+            ResidualSpec(ensemble=bad)
     # the decoder's 0-step output is built from the ensembled estimate
     m8 = ResidualDenoiser(m.net, dataclasses.replace(m.spec, ensemble=8), name="tiny8", content_hash=0x5678)
     with torch.no_grad():
@@ -503,10 +504,20 @@ def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path)
         assert torch.equal(enhance(m8, x_base, cond, steps=3, seed=0), enhance(m, x_base, cond, steps=3, seed=0))
     save_residual(m8.net, m8.spec, tmp_path / "m8.safetensors")
     assert ResidualDenoiser.load(tmp_path / "m8.safetensors").spec.ensemble == 8
-    # and the encoder signals the gain of that same estimate: a file round-trips through it
-    im = Image.fromarray(((x_base[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
-    data = DiracCodec(m8).compress(im, base="jpeg", quality=40)
-    assert np.asarray(DiracCodec(m8).decompress(data)).shape == (24, 40, 3)
+    # and the encoder signals the least-squares gain of that same (ensembled) estimate
+    from fastdiffc.pipelines.dirac import GAIN_DENOM, signalled_gain_code
+
+    x = (x_base + 0.05 * torch.randn(x_base.shape, generator=torch.Generator().manual_seed(4))).clamp(-1, 1)
+    with torch.no_grad():
+        d = (dihedral_mean(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8) / m.spec.residual_scale).double()
+        plain_d = (identity / m.spec.residual_scale).double()
+    t = (x - x_base).double()
+    code = signalled_gain_code(m8, x, x_base, cond, 0, "float32")
+    assert code == min(max(round(float((d * t).sum() / (d * d).sum()) * GAIN_DENOM), 0), 128)
+    plain_code = signalled_gain_code(m, x, x_base, cond, 0, "float32")
+    assert plain_code != code  # so the check above tells the two estimates apart
+    assert plain_code == \
+        min(max(round(float((plain_d * t).sum() / (plain_d * plain_d).sum()) * GAIN_DENOM), 0), 128)
 
 
 # ----------------------------------------------------------------------------- golden file

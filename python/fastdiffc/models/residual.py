@@ -76,7 +76,7 @@ class ResidualSpec:
     ensemble: int = 1
 
     def __post_init__(self):
-        if self.ensemble not in ENSEMBLE_SIZES:
+        if not _is_ensemble_size(self.ensemble):
             raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {self.ensemble!r}")
         if not (self.sample_bound >= 0 and self.sample_bound < float("inf")):
             raise ValueError(f"sample_bound must be a finite number >= 0, got {self.sample_bound}")
@@ -103,6 +103,12 @@ class ResidualSpec:
 
 
 ENSEMBLE_SIZES = (1, 2, 4, 8)
+
+
+def _is_ensemble_size(n) -> bool:
+    # an int, not a float or bool that compares equal to one (2.0 would not slice the orientations)
+    return isinstance(n, int) and not isinstance(n, bool) and n in ENSEMBLE_SIZES
+
 # The dihedral group's elements on the last two axes, as (forward, inverse), in the order the
 # ensemble takes them: identity, the flips, then the transposes.
 _ORIENTATIONS = (
@@ -124,7 +130,7 @@ def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int,
     image, so each call sees the same (z, x_base) pair, only oriented differently.
     `with_identity`: return (mean, the identity orientation's own prediction) — the plain call,
     which the ensemble computes anyway."""
-    if n not in ENSEMBLE_SIZES:
+    if not _is_ensemble_size(n):
         raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {n!r}")
     if n == 1:
         r = denoiser(z, logsnr, cond)  # exactly the call every model before the ensemble made

@@ -23,7 +23,7 @@ largest level whose file fits). Decode: `decode_steps` (0 = x̄, maximum fidelit
 synthesised texture), `eta` (0 = deterministic) and `solver`. The deterministic decode solves the
 probability-flow ODE with DPM-Solver++(2M) by default: at 8 steps it lands within ≈ 0.3 dB and
 as realistic as 64 steps, where first-order DDIM (`solver="ddim"`, the decoder before
-2026-12-03) stays 0.7–1.2 dB above and blurrier (docs/design.md §4c).
+2026-12-03) stays 0.7–1.6 dB above and blurrier (docs/design.md §4c).
 
 Determinism: everything that selects a coding table or changes ŷ is integer arithmetic on
 integers the file holds (models/cdc.py, entropy_models.py), so a decoder on any machine reads
@@ -59,7 +59,9 @@ DEFAULT_DECODE_PIXELS = 16_000_000
 # Philox domains of rcc.normal_stream (0..2 RCC, 3..4 DiffC, 5..6 DIRAC).
 DOMAIN_START = 7  # z_0 of the diffusion decoder
 DOMAIN_STEP = 8  # DDIM noise (η > 0), stream i + 1 for the step out of λ_i
-SOLVERS = ("dpm++2m", "ddim")
+# Decode samplers. "dpmpp2m" is DPM-Solver++(2M) (integrate_flow's "dpm++2m"), spelt without "+"
+# because "+" separates values in eval contender specs (cdc:solver=dpmpp2m+ddim).
+SOLVERS = ("dpmpp2m", "ddim")
 
 
 def schedule(model, steps: int) -> list[float]:
@@ -76,7 +78,7 @@ def resolve_solver(solver: str | None, eta: float) -> str:
     (the only stochastic one); a second-order solver cannot add DDIM's noise, so asking for it
     with η > 0 is an error rather than a silently ignored setting."""
     if solver is None:
-        return "dpm++2m" if eta == 0 else "ddim"
+        return "dpmpp2m" if eta == 0 else "ddim"
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if solver != "ddim" and eta != 0:
@@ -99,7 +101,7 @@ def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int,
             lams = schedule(model, steps)
             z = shared_normals(seed, DOMAIN_START, x_bar.shape)
             k = model.config.residual_scale
-            if solver == "dpm++2m":
+            if solver == "dpmpp2m":
                 # z lives in the space the UNet was trained in — the scaled residual K (x − x̄) —
                 # so the solver integrates the flow ODE of that space's denoiser.
                 def residual_denoiser(z_, lam_, _cond):
@@ -154,7 +156,7 @@ class CDCCodec(Codec):
         Knob("eta", float, "decode", default=0.0, minimum=0.0, maximum=1.0,
              help="DDIM stochasticity: 0 = deterministic, 1 = ancestral (noise from the file's seed)"),
         Knob("solver", str, "decode", choices=SOLVERS,
-             help="sampler: dpm++2m (default for eta 0: the flow ODE, second order) or ddim "
+             help="sampler: dpmpp2m (DPM-Solver++(2M), the default for eta 0: the flow ODE, second order) or ddim "
                   "(first order; the only one for eta > 0)"),
     )
     DEFAULT_LEVEL = 2

@@ -15,7 +15,11 @@ low rates) dominate the gradient and HEIC/AVIF at good rates, where the post-fil
 smallest, hardly count.
 
 `loss_weighting="relative-start"` applies that weighting only to the patches at λ_start (the
-0-step post-filter, which decides the BD-rate) and keeps the plain MSE at the sampling λ's. Why:
+0-step post-filter, which decides the BD-rate) and keeps the plain MSE (weight 1) at the sampling
+λ's. The relative weights b̄/(b_i + floor) average ≥ 1 (Jensen), so the λ_start patches take a
+larger share of the loss than `p_start`, varying from batch to batch — an emphasis on the 0-step
+output the sixth model was trained with; renormalising them to mean 1 over the start patches
+would keep the share at `p_start` (not measured). Why:
 the fifth model, relatively weighted everywhere, gained +0.10 dB at 0 steps but its 20-step
 samples lost realism (design §4b): the weighting also moved the denoiser at the λ's the sampler
 walks through, where the plain MSE is the loss whose optimum is the posterior mean a sampler
