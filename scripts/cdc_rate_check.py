@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastdiffc.eval.contenders import resolve_model_ref
-from fastdiffc.eval.images import DEV_IMAGES, load_dev_image
+from fastdiffc.eval.images import DEV_IMAGES, centre_crop, load_dev_image
 from fastdiffc.image_io import load_image, prepare_image
 from fastdiffc.models.cdc import CDCModel
 from fastdiffc.pipelines.cdc import CDCCodec
@@ -42,11 +42,10 @@ def main(argv=None) -> int:
     codec = CDCCodec(resolve_model_ref(args.model))  # a registry name or a model file
     model = codec.model_for_encoding()
     photos = {name: load_dev_image(name) for name in DEV_IMAGES}
-    large = load_image(args.large)
-    if large.width < 768 or large.height < 512:
-        raise SystemExit(f"{args.large} is smaller than 768×512")
-    left, top = (large.width - 768) // 2, (large.height - 512) // 2
-    photos[f"{Path(args.large).stem} 768×512 crop"] = large.crop((left, top, left + 768, top + 512))
+    try:
+        photos[f"{Path(args.large).stem} 768×512 crop"] = centre_crop(load_image(args.large))
+    except ValueError as e:
+        raise SystemExit(f"{args.large}: {e}") from None
     rows = ["| photo | size | level | file bytes | likelihood bytes | file / likelihood |", "|---|---|---|---|---|---|"]
     ratios = []
     for name, im in photos.items():

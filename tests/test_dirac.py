@@ -462,7 +462,7 @@ def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path)
     n = 1 is the plain call bit for bit; the field survives the model file and is validated."""
     import dataclasses
 
-    from fastdiffc.models.residual import dihedral_mean
+    from fastdiffc.models.residual import dihedral_mean, dihedral_predictions
     from fastdiffc.pipelines.dirac import enhance
 
     m = tiny_model()
@@ -499,7 +499,7 @@ def test_self_ensemble_averages_the_first_prediction_over_orientations(tmp_path)
         assert torch.allclose(enhance(m8, x_base, cond, steps=0, seed=0), expect, atol=1e-6)
         # ... while the sampler continues from the plain first prediction: with steps, the
         # ensembled model's decode is the plain model's (the ensemble is the 0-step output only)
-        mean, identity = dihedral_mean(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8, with_identity=True)
+        identity = dihedral_predictions(m, z0, schedule(lam, m.spec.logsnr_end)[0], cond, 8)[0]
         assert torch.equal(identity, m(z0, schedule(lam, m.spec.logsnr_end)[0], cond))
         assert torch.equal(enhance(m8, x_base, cond, steps=3, seed=0), enhance(m, x_base, cond, steps=3, seed=0))
     save_residual(m8.net, m8.spec, tmp_path / "m8.safetensors")

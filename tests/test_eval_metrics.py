@@ -213,3 +213,13 @@ def test_realism_ranks_known_distortions_of_a_real_photo(name, photo):
         d_resynth, d_blur, d_noise = ref.distance(resynth), ref.distance(blurred), ref.distance(noise)
         assert d_resynth < 0.85 * d_blur, (name, radius, target, d_resynth, d_blur)
         assert d_resynth < d_noise, (name, radius, target, d_resynth, d_noise)
+
+
+def test_centre_crop_takes_the_middle_window_and_refuses_small_images():
+    from fastdiffc.eval.images import centre_crop
+
+    arr = np.arange(10 * 14 * 3, dtype=np.uint8).reshape(10, 14, 3)
+    out = centre_crop(Image.fromarray(arr), 6, 4)
+    assert out.size == (6, 4) and np.array_equal(np.asarray(out), arr[3:7, 4:10])
+    with pytest.raises(ValueError, match="smaller than 768×512"):
+        centre_crop(Image.fromarray(arr))

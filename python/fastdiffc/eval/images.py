@@ -131,3 +131,12 @@ def downscale(image: Image.Image, max_size: int) -> Image.Image:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
     return image
+
+
+def centre_crop(image: Image.Image, width: int = 768, height: int = 512) -> Image.Image:
+    """The centred width × height window of `image` (the full-size photo the targets are stated
+    at); ValueError when the image is smaller."""
+    if image.width < width or image.height < height:
+        raise ValueError(f"image is {image.width}×{image.height}, smaller than {width}×{height}")
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))

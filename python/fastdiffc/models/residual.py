@@ -76,8 +76,7 @@ class ResidualSpec:
     ensemble: int = 1
 
     def __post_init__(self):
-        if not _is_ensemble_size(self.ensemble):
-            raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {self.ensemble!r}")
+        check_ensemble_size(self.ensemble)
         if not (self.sample_bound >= 0 and self.sample_bound < float("inf")):
             raise ValueError(f"sample_bound must be a finite number >= 0, got {self.sample_bound}")
         if not (isinstance(self.sample_bound_window, int) and 1 <= self.sample_bound_window <= 63
@@ -105,14 +104,15 @@ class ResidualSpec:
 ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
-def _is_ensemble_size(n) -> bool:
+def check_ensemble_size(n) -> None:
     # an int, not a float or bool that compares equal to one (2.0 would not slice the orientations)
-    return isinstance(n, int) and not isinstance(n, bool) and n in ENSEMBLE_SIZES
+    if not (isinstance(n, int) and not isinstance(n, bool) and n in ENSEMBLE_SIZES):
+        raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {n!r}")
 
-# The dihedral group's elements on the last two axes, as (forward, inverse), in the order the
-# ensemble takes them: identity, the flips, then the transposes.
-_ORIENTATIONS = (
-    (lambda t: t, lambda t: t),
+
+# The dihedral group's elements other than the identity, on the last two axes, as (forward,
+# inverse), in the order the ensemble takes them: the flips, then the transposes.
+_TURNS = (
     (lambda t: t.flip(-1), lambda t: t.flip(-1)),
     (lambda t: t.flip(-2), lambda t: t.flip(-2)),
     (lambda t: t.flip(-2, -1), lambda t: t.flip(-2, -1)),
@@ -123,25 +123,28 @@ _ORIENTATIONS = (
 )
 
 
-def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int, *,
-                  with_identity: bool = False):
-    """Mean over the first `n` orientations g of g⁻¹(denoiser(g z, λ, cond with g x_base)): the
-    self-ensemble of a residual prediction (n = 1: the plain call). The noise z turns with the
-    image, so each call sees the same (z, x_base) pair, only oriented differently.
-    `with_identity`: return (mean, the identity orientation's own prediction) — the plain call,
-    which the ensemble computes anyway."""
-    if not _is_ensemble_size(n):
-        raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {n!r}")
-    if n == 1:
-        r = denoiser(z, logsnr, cond)  # exactly the call every model before the ensemble made
-        return (r, r) if with_identity else r
-    total = identity = None
-    for forward, inverse in _ORIENTATIONS[:n]:
-        r = inverse(denoiser(forward(z), logsnr, dataclasses.replace(cond, image=forward(cond.image))))
-        if identity is None:
-            identity = r
-        total = r if total is None else total + r
-    return (total / n, identity) if with_identity else total / n
+def dihedral_predictions(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int) -> list[torch.Tensor]:
+    """g⁻¹(denoiser(g z, λ, cond with g x_base)) for the first `n` orientations g, the first being
+    the identity — the plain call. The noise z turns with the image, so each call sees the same
+    (z, x_base) pair, only oriented differently."""
+    check_ensemble_size(n)
+    predictions = [denoiser(z, logsnr, cond)]
+    for forward, inverse in _TURNS[:n - 1]:
+        turned = dataclasses.replace(cond, image=forward(cond.image))
+        predictions.append(inverse(denoiser(forward(z), logsnr, turned)))
+    return predictions
+
+
+def ensemble_mean(predictions: list[torch.Tensor]) -> torch.Tensor:
+    """Their mean, summed in order (one prediction is returned as it is)."""
+    if len(predictions) == 1:
+        return predictions[0]
+    return sum(predictions[1:], predictions[0]) / len(predictions)
+
+
+def dihedral_mean(denoiser, z: torch.Tensor, logsnr, cond: Conditioning, n: int) -> torch.Tensor:
+    """The self-ensemble of a residual prediction over `n` orientations (n = 1: the plain call)."""
+    return ensemble_mean(dihedral_predictions(denoiser, z, logsnr, cond, n))
 
 
 def default_unet_config() -> UNetConfig:
@@ -252,6 +255,6 @@ def save_residual(net: UNet, spec: ResidualSpec, path, extra_metadata: dict | No
     save_unet(net, path, {"class": MODEL_CLASS, **spec.to_dict(), **(extra_metadata or {})}, state_dict=state_dict)
 
 
-__all__ = ["ENSEMBLE_SIZES", "ResidualDenoiser", "ResidualSpec", "default_unet_config", "dihedral_mean",
-           "preconditioned", "save_residual",
+__all__ = ["ENSEMBLE_SIZES", "ResidualDenoiser", "ResidualSpec", "check_ensemble_size", "default_unet_config",
+           "dihedral_mean", "dihedral_predictions", "ensemble_mean", "preconditioned", "save_residual",
            "MODEL_CLASS"]

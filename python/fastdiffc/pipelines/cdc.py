@@ -104,11 +104,10 @@ def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int,
             if solver == "dpmpp2m":
                 # z lives in the space the UNet was trained in — the scaled residual K (x − x̄) —
                 # so the solver integrates the flow ODE of that space's denoiser.
-                def residual_denoiser(z_, lam_, _cond):
-                    return k * (model.denoise(z_, lam_, cond).float() - x_bar)
+                def residual_denoiser(z_, lam_, cond_):
+                    return k * (model.denoise(z_, lam_, cond_).float() - x_bar)
 
-                if len(lams) > 1:
-                    z = integrate_flow(residual_denoiser, z, lams, solver="dpm++2m")
+                z = integrate_flow(residual_denoiser, z, lams, solver="dpm++2m", cond=cond)
                 x = model.denoise(z, lams[-1], cond).float()
             else:
                 for i, lam in enumerate(lams):

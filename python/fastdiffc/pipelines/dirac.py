@@ -49,7 +49,7 @@ from ..container import MAGIC, Header, ModelRef, overhead_bytes, write
 from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
-from ..models.residual import dihedral_mean
+from ..models.residual import dihedral_predictions, ensemble_mean
 from .base import (
     Budget,
     Codec,
@@ -148,8 +148,8 @@ def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: floa
     the 0-step output is made of, for the decoder and the encoder alike — and the plain
     (identity-orientation) prediction the sampler continues from."""
     z = shared_normals(seed, DOMAIN_START, x_base.shape)
-    r_out, r_plain = dihedral_mean(model, z, logsnr, cond, ensemble, with_identity=True)
-    return z, r_out, r_plain
+    predictions = dihedral_predictions(model, z, logsnr, cond, ensemble)
+    return z, ensemble_mean(predictions), predictions[0]
 
 
 def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed: int, precision: str) -> int:
