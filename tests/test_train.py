@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -181,6 +182,62 @@ def test_resume_is_exact(tmp_path, rng):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_warm_start_averages_at_full_decay_and_keeps_it_across_resume(tmp_path, rng):
+    """A fresh run's EMA warms up ((1 + t)/(10 + t): it follows the first steps closely); one
+    warm-started from trained weights averages at the full decay from its first step, and a
+    checkpoint keeps that."""
+    from fastdiffc.models.unet import save_unet
+
+    def ema_step_size(tr):
+        """How far one update moves the average toward the net, as a fraction of the distance."""
+        before = [p.detach().clone() for p in tr.ema.model.parameters()]
+        with torch.no_grad():
+            for p in tr.net.parameters():
+                p.add_(1.0)
+        tr.ema.update(tr.net, tr.step)
+        moved = next(iter(tr.ema.model.parameters())) - before[0]
+        return float(moved.mean())
+
+    fresh = _trainer(tmp_path, rng, ema_decay=0.999)
+    assert not fresh.ema.warm
+    assert ema_step_size(fresh) == pytest.approx(1 - 1 / 10)  # step 0: decay 1/10
+    save_unet(fresh.net, tmp_path / "w.safetensors")
+    warm = _trainer(tmp_path, rng, ema_decay=0.999)
+    warm.init_weights(tmp_path / "w.safetensors")
+    assert warm.ema.warm
+    assert ema_step_size(warm) == pytest.approx(1 - 0.999, rel=1e-3)
+    ckpt = tmp_path / "ckpt.safetensors"
+    warm.save_checkpoint(ckpt)
+    resumed = _trainer(tmp_path, rng, ema_decay=0.999)
+    resumed.load_checkpoint(ckpt)
+    assert resumed.ema.warm
+    fresh.save_checkpoint(ckpt)
+    resumed.load_checkpoint(ckpt)
+    assert not resumed.ema.warm
+
+
+def test_bfloat16_training_steps_and_resumes_exactly(tmp_path, rng):
+    """--precision bfloat16 autocasts the forward/backward; the loss, weights and optimiser stay
+    float32, so its loss matches the float32 step's within bfloat16 rounding and a resumed run
+    repeats the uninterrupted one exactly."""
+    trained = _trainer(tmp_path, rng)
+    for _ in range(3):  # a fresh UNet's output layer is zero: nothing to round yet
+        trained.train_step()
+    ckpt = tmp_path / "ckpt.safetensors"
+    trained.save_checkpoint(ckpt)
+    f32, b16 = _trainer(tmp_path, rng), _trainer(tmp_path, rng, bf16=True)
+    f32.load_checkpoint(ckpt)
+    b16.load_checkpoint(ckpt)
+    loss32, loss16 = f32.train_step()["loss"], b16.train_step()["loss"]
+    assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=0.05)
+    assert all(p.dtype == torch.float32 for p in b16.net.parameters())
+    b16.save_checkpoint(ckpt)
+    uninterrupted = [b16.train_step()["loss"] for _ in range(2)]
+    resumed = _trainer(tmp_path, rng, bf16=True)
+    resumed.load_checkpoint(ckpt)
+    assert [resumed.train_step()["loss"] for _ in range(2)] == uninterrupted
+
+
 def test_resume_with_other_heldout_measurement_resets_best(tmp_path, rng):
     tr = _trainer(tmp_path, rng)
     tr.best_bpd = 1.5
@@ -224,6 +281,10 @@ def test_cli_train_tiny_run(tmp_path, rng, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main([*args[:8], "6", *args[9:], "--resume"]) == 0
     assert (run / "loss.csv").read_text().splitlines()[-1].startswith("6,")
+    # --precision: DiffC trains in float32 unless asked; the run's config records it
+    assert json.loads((run / "config.json").read_text())["train"]["bf16"] is False
+    assert main([*args[:8], "7", *args[9:], "--resume", "--precision", "bfloat16"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["bf16"] is True
 
 
 def test_cli_train_errors(tmp_path, capsys):
@@ -369,6 +430,7 @@ def test_dirac_warm_start_extends_a_model_trained_on_fewer_base_codecs(tmp_path)
                               codecs=("jpeg",), bf16=False)
     tr = ResidualTrainer(cfg, UNetConfig.from_dict({**default_unet_config().to_dict(), **small}))
     tr.init_weights(tmp_path / "old.safetensors")
+    assert tr.ema.warm  # trained weights: the average starts at the full decay
     new = tr.net.state_dict()
     emb_old, emb_new = old.label_embed.weight.detach(), new["label_embed.weight"]
     assert emb_new.shape[0] == len(DIRAC_BASES) == len(BASE_CODECS) + 1

@@ -52,6 +52,10 @@ def add_parser(sub):
     p.add_argument("--eval-patches", type=int, default=64)
     p.add_argument("--eval-patch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                   help="training forward/backward (bfloat16: autocast, float32 weights and optimiser; "
+                        "1.5-1.9x faster where the CPU has native bfloat16); default float32 (diffc), "
+                        "bfloat16 (dirac)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-config", metavar="JSON",
                    help='UNet config overrides, e.g. \'{"base_channels": 32, "channel_mults": [1,2,2,2]}\'')
@@ -118,6 +122,7 @@ def _run(args, dist) -> int:
         scales=None if args.scales is None else _parse_scales(args.scales),
         logsnr_min=None if args.logsnr_range is None else args.logsnr_range[0],
         logsnr_max=None if args.logsnr_range is None else args.logsnr_range[1],
+        bf16=None if args.precision is None else args.precision == "bfloat16",
     )
     if args.task == "dirac":
         given.update(cache_dir=args.cache_dir, workers=args.workers, cdc_model=args.cdc_model,

@@ -202,3 +202,4 @@ class ResidualTrainer(Trainer):
             raise ValueError(f"{path}: model config differs from this run's")
         self.net.load_state_dict(sd)
         self.ema.model.load_state_dict(sd)
+        self.ema.warm = True  # trained weights: no EMA warm-up (train/loop.py EMA)
