@@ -592,11 +592,12 @@ def test_signalled_gain_is_the_encoders_least_squares_choice():
 
     codec = load_codec("dirac")
     im = photo(96, 128)
-    data = codec.compress(im, base="jpeg", quality=30)
+    data = codec.compress(im, base="jpeg", quality=30, gain="signalled")
     f = container.read(data)
     assert f.header.params_version == 2
-    seed, code = dirac_mod._decode_params(f.header.params, 2)
-    assert seed == 0 and 0 <= code <= dirac_mod.MAX_GAIN_CODE
+    params = dirac_mod._decode_params(f.header.params, 2)
+    seed, code = params.seed, params.gain_code
+    assert seed == 0 and 0 <= code <= dirac_mod.MAX_GAIN_CODE and params.filter_codes is None
     assert codec.describe_params(f.header)["output_gain"] == f"{code}/64 (signalled)"
 
     def forged(c):
@@ -620,6 +621,71 @@ def test_signalled_gain_is_the_encoders_least_squares_choice():
             codec.decompress(forged(bad))
     with pytest.raises(FormatError):  # a version-2 block without its gain byte
         codec.decompress(container.write(dataclasses.replace(f.header, params=f.header.params[:-1]), f.segments))
+
+
+def test_output_filter_is_the_encoders_least_squares_fit():
+    """The default .fdc file (parameter block version 3) carries the encoder's output filter:
+    21 weights in 1/256 on fixed features of the model's estimate and the base. Decoding follows
+    the codes (all-zero codes give the base itself); the fitted filter is at least as good as the
+    signalled gain, which it contains, and the table; steps > 0 ignore it; the block's id and
+    length are checked."""
+    from fastdiffc.pipelines import dirac as dirac_mod
+    from fastdiffc.pipelines import dirac_filter
+
+    codec = load_codec("dirac")
+    im = photo(96, 128)
+    data = codec.compress(im, base="heic", quality=40)
+    f = container.read(data)
+    assert f.header.params_version == 3
+    params = dirac_mod._decode_params(f.header.params, 3)
+    assert params.seed == 0 and params.gain_code is None and len(params.filter_codes) == dirac_filter.NUM_CODES
+    assert codec.describe_params(f.header)["output_filter"].startswith("21 least-squares weights /256")
+    signalled = codec.compress(im, base="heic", quality=40, gain="signalled")
+    assert container.read(signalled).segments == f.segments and len(data) == len(signalled) + 42
+
+    def forged(codes):
+        return container.write(dataclasses.replace(f.header, params=dirac_mod._encode_params(0, filter_codes=codes)),
+                               f.segments)
+
+    own = psnr(codec.decompress(data), im)
+    assert own >= psnr(codec.decompress(signalled), im) - 0.01
+    assert own >= psnr(codec.decompress(f.segments[0]), im) - 0.01  # the table's γ
+    base = np.asarray(open_plain(f.segments[0]).image)
+    assert np.array_equal(np.asarray(codec.decompress(forged((0,) * 21))), base)
+    nudged = list(params.filter_codes)
+    nudged[4] += 64  # a quarter more of the base's fine detail in red
+    assert psnr(codec.decompress(forged(tuple(nudged))), im) < own
+    assert np.array_equal(np.asarray(codec.decompress(forged(tuple(nudged)), decode_steps=2)),
+                          np.asarray(codec.decompress(data, decode_steps=2)))
+    block = f.header.params[1:]
+    for bad, match in ((b"\x00" + bytes(block[1:]), "filter 0 is unknown"), (block[:-1], "truncated"),
+                       (block + b"\x00", "trailing")):
+        with pytest.raises(FormatError, match=match):
+            codec.decompress(container.write(dataclasses.replace(f.header, params=f.header.params[:1] + bad),
+                                             f.segments))
+
+
+def test_output_filter_fit_recovers_an_exact_combination():
+    """fit_codes is least squares on the features: a residual that is exactly a combination of
+    them with weights in 1/256 steps comes back as those codes, per channel; out-of-range
+    weights are clamped to int16; apply() with the codes rebuilds the target."""
+    from fastdiffc.pipelines import dirac_filter
+
+    g = torch.Generator().manual_seed(5)
+    x_base = dirac_filter.gaussian_blur(torch.rand(1, 3, 40, 56, generator=g) * 2 - 1, 1.0)
+    d = dirac_filter.gaussian_blur(torch.randn(1, 3, 40, 56, generator=g) * 0.05, 0.7)
+    codes = tuple(int(v) for v in torch.randint(-400, 400, (21,), generator=g))
+    target = dirac_filter.apply(d, x_base, codes)
+    assert dirac_filter.fit_codes(d, x_base, target) == codes
+    torch.testing.assert_close(dirac_filter.apply(d, x_base, codes), target)
+    huge = (40000,) + codes[1:]
+    with pytest.raises(ValueError, match="21 integers"):
+        dirac_filter.apply(d, x_base, huge)
+    far = x_base + 200.0 * d[:, :1].expand_as(d)  # weight 200 on d_R for every channel: beyond int16/256
+    assert dirac_filter.fit_codes(d, x_base, far)[0] == dirac_filter.CODE_MAX
+    # features of a flat image vanish; the fit stays finite (the tiny ridge) and applies as the base
+    flat = torch.zeros(1, 3, 8, 8)
+    assert dirac_filter.apply(flat, flat, dirac_filter.fit_codes(flat, flat, flat)).abs().max() == 0
 
 
 def test_version_1_files_decode_with_the_table_gain(codec):

@@ -50,6 +50,7 @@ from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
 from ..models.residual import dihedral_predictions, ensemble_mean
+from . import dirac_filter
 from .base import (
     Budget,
     Codec,
@@ -62,17 +63,18 @@ from .base import (
     shared_normals,
 )
 
-# Parameter block: version 1 = the seed; version 2 (written since the signalled gain) = the seed
-# and the encoder's output gain code. Both decode.
-PARAMS_VERSION = 2
-PARAMS_VERSIONS = (1, 2)
+# Parameter block: version 1 = the seed; version 2 = the seed and the encoder's output gain code;
+# version 3 (written since the output filter, the default) = the seed and the encoder's output
+# filter (dirac_filter.py). All three decode.
+PARAMS_VERSION = 3
+PARAMS_VERSIONS = (1, 2, 3)
 # The 0-step output gain the encoder chooses per image and writes into the file: γ = code / 64,
 # code 0..128 (γ ∈ [0, 2]). Only the encoder has the original, so only it can measure how far
 # the model's residual estimate is to be trusted on *this* image; the model's table of gains per
 # (codec, rate) is a held-out average, and still what a plain file and a version-1 file get.
 GAIN_DENOM = 64
 MAX_GAIN_CODE = 128
-GAIN_MODES = ("signalled", "table")
+GAIN_MODES = ("filter", "signalled", "table")
 MAX_DECODE_STEPS = 20
 # The fixed schedule: λ_0 = the model's λ_start (pure noise), then 20 steps evenly spaced in λ
 # from FIRST_STEP_LOGSNR to the model's λ_end. Below ≈ −2 a step changes nothing visible (the
@@ -107,14 +109,16 @@ def sample_bounds(r0: torch.Tensor, beta: float, window: int):
 
 
 def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
-            precision: str = "float32", gain: float = 1.0) -> torch.Tensor:
+            precision: str = "float32", gain: float = 1.0, output_filter=None) -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
     `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
     Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32.
-    `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table); the sampler
-    itself always continues from the unshrunk plain first prediction (not the self-ensembled one
-    a model's `ensemble` makes the 0-step output from: averaging smooths it, and the sampler and
-    its bound would inherit that and lose realism). A model whose spec sets a sampling
+    `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table, or the file's
+    signalled gain); `output_filter`, a file's filter codes (dirac_filter.py), replaces it by the
+    encoder's least-squares filter. Neither touches what the sampler does: it always continues
+    from the unshrunk plain first prediction (not the self-ensembled one a model's `ensemble`
+    makes the 0-step output from: averaging smooths it, and the sampler and its bound would
+    inherit that and lose realism). A model whose spec sets a sampling
     bound β keeps every later prediction within β times the local RMS of the first one
     (`sample_bounds`)."""
     spec = model.spec
@@ -125,7 +129,10 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
         z, r_out, r_hat = _first_prediction(model, x_base, cond, seed, lams[0], spec.ensemble)
-        first = (x_base + gain * r_out / k_r).clamp(-1, 1)
+        if output_filter is not None:
+            first = dirac_filter.apply(r_out / k_r, x_base, output_filter).clamp(-1, 1)
+        else:
+            first = (x_base + gain * r_out / k_r).clamp(-1, 1)
         if trajectory is not None:
             trajectory(0, first)
         if steps == 0:
@@ -152,48 +159,78 @@ def _first_prediction(model, x_base: torch.Tensor, cond, seed: int, logsnr: floa
     return z, ensemble_mean(predictions), predictions[0]
 
 
+def zero_step_estimate(model, x_base: torch.Tensor, cond, seed: int, precision: str) -> torch.Tensor:
+    """d = r̂_0 / K_r: the decoder's own 0-step residual estimate (self-ensembled as the model
+    says), in image units — what the encoder fits the signalled gain or filter to."""
+    spec = model.spec
+    with model_threads():
+        _, r_hat, _ = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
+                                        schedule(spec.logsnr_start, spec.logsnr_end)[0], spec.ensemble)
+    return r_hat / spec.residual_scale
+
+
 def signalled_gain_code(model, x: torch.Tensor, x_base: torch.Tensor, cond, seed: int, precision: str) -> int:
     """The encoder's output gain for this image, as the file's integer code: the least-squares
     γ = ⟨d, x − x_base⟩ / ⟨d, d⟩ of the decoder's own first prediction d = r̂_0 / K against the
     true residual, rounded to 1/GAIN_DENOM and clamped to [0, MAX_GAIN_CODE / GAIN_DENOM]. The
     decoder only reads the integer, so a float difference here changes which file is written,
     never how one decodes."""
-    spec = model.spec
-    with model_threads():
-        _, r_hat, _ = _first_prediction(precisions.for_model(model, precision), x_base, cond, seed,
-                                        schedule(spec.logsnr_start, spec.logsnr_end)[0], spec.ensemble)
-    d = (r_hat / spec.residual_scale).double()
-    t = (x - x_base).double()
+    return _least_squares_gain_code(zero_step_estimate(model, x_base, cond, seed, precision), x - x_base)
+
+
+def _least_squares_gain_code(d: torch.Tensor, residual: torch.Tensor) -> int:
+    """round(64 γ) of γ = ⟨d, r⟩ / ⟨d, d⟩, clamped to 0..MAX_GAIN_CODE."""
+    d, t = d.double(), residual.double()
     dd = float((d * d).sum())
     gamma = float((d * t).sum()) / dd if dd > 0 else 0.0
     return int(min(max(round(gamma * GAIN_DENOM), 0), MAX_GAIN_CODE))
 
 
-def _encode_params(seed: int, gain_code: int | None) -> bytes:
-    """Version 2 with a gain code, version 1 (the seed only) without."""
+def _params_version(mode: str) -> int:
+    """The parameter block version a gain mode writes."""
+    return {"filter": 3, "signalled": 2, "table": 1}[mode]
+
+
+def _encode_params(seed: int, gain_code: int | None = None, filter_codes=None) -> bytes:
+    """Version 3 with filter codes, version 2 with a gain code, version 1 (the seed only) without.
+    Both the gain byte and the filter block have a fixed size, so a file's size does not depend
+    on what the encoder fits."""
     from ..container import put_varint
 
     out = bytearray()
     put_varint(out, seed)
     if gain_code is not None:
         out.append(gain_code)
+    if filter_codes is not None:
+        out += dirac_filter.encode_block(filter_codes)
     return bytes(out)
 
 
-def _decode_params(data: bytes, version: int) -> tuple[int, int | None]:
-    """(seed, gain code or None) of a version-1 or version-2 parameter block."""
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """A DIRAC parameter block: the seed and at most one of the signalled corrections."""
+
+    seed: int
+    gain_code: int | None = None  # version 2
+    filter_codes: tuple[int, ...] | None = None  # version 3
+
+
+def _decode_params(data: bytes, version: int) -> Params:
+    """The fields of a version-1, -2 or -3 parameter block."""
     from ..container import Reader
 
     r = Reader(data, what="DIRAC parameters")
     seed = r.varint("seed")
-    code = None
-    if version >= 2:
-        code = r.u8("gain code")  # one byte, so a file's size does not depend on it
+    code = codes = None
+    if version == 2:
+        code = r.u8("gain code")
         if code > MAX_GAIN_CODE:
             raise InvalidFieldError(f"invalid DIRAC parameters: gain code {code} is outside 0..{MAX_GAIN_CODE}")
+    elif version == 3:
+        codes = dirac_filter.decode_block(r)
     if not r.done():
         raise InvalidFieldError("malformed DIRAC parameters: trailing bytes")
-    return seed, code
+    return Params(seed, code, codes)
 
 
 def _base_tensor(plain: PlainImage) -> torch.Tensor:
@@ -212,6 +249,7 @@ class OpenedFile:
     channels: int
     precision: str
     gain_code: int | None  # the encoder's signalled output gain; None: the model's table decides
+    filter_codes: tuple[int, ...] | None = None  # the encoder's output filter (overrides the gain)
 
     def gain(self) -> float:
         if self.gain_code is not None:
@@ -234,10 +272,11 @@ class DiracCodec(Codec):
              help="the base codec whose bitstream is the payload (cdc: CDC's mean decoder)"),
         Knob("quality", int, "rate", minimum=0, maximum=100,
              help="the base codec's quality setting (cdc: its level) instead of a bpp ceiling"),
-        Knob("gain", str, "rate", choices=GAIN_MODES, default="signalled", sets_size=False,
-             help="the 0-step output gain: signalled = the encoder's choice for this image, in the file "
-                  "(one byte, one more model call when encoding); table = the model's table per codec and "
-                  "rate, what a plain file gets"),
+        Knob("gain", str, "rate", choices=GAIN_MODES, default="filter", sets_size=False,
+             help="the 0-step output's correction, fitted by the encoder for this image (one more model "
+                  "call when encoding): filter = a least-squares filter on the model's estimate and the "
+                  "base (43 bytes); signalled = one gain (1 byte); table = the model's table per codec "
+                  "and rate, what a plain file gets (0 bytes)"),
     )
     decode_knobs = (
         Knob("decode_steps", int, "decode", default=0, minimum=0, maximum=MAX_DECODE_STEPS,
@@ -315,7 +354,7 @@ class DiracCodec(Codec):
     # -- compress ------------------------------------------------------------------------
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
-        base, quality, bpp, signal = knobs["base"], knobs["quality"], knobs["bpp"], knobs["gain"] == "signalled"
+        base, quality, bpp, mode = knobs["base"], knobs["quality"], knobs["bpp"], knobs["gain"]
         if quality is None and bpp is None:
             bpp = DEFAULT_BPP
         prep = prepare_image(image)
@@ -326,15 +365,20 @@ class DiracCodec(Codec):
         encode, lowest, highest, base_ref = self._base_encoder(base)
         header = Header("dirac", (base_ref, ModelRef("denoiser", model.name, int(model.content_hash))),
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
-                        params_version=PARAMS_VERSION if signal else 1,
-                        params=_encode_params(self.seed, 0 if signal else None))
+                        params_version=_params_version(mode),
+                        params=_encode_params(self.seed, 0 if mode == "signalled" else None,
+                                              (0,) * dirac_filter.NUM_CODES if mode == "filter" else None))
 
         def finish(payload: bytes) -> bytes:
             # The gain code is one byte whatever its value, so the sizes below hold for the final file.
-            if not signal:
+            if mode == "table":
                 return write(header, [payload])
-            code = self._gain_code(model, prep.tensor, base, payload, prep.width, prep.height)
-            return write(dataclasses.replace(header, params=_encode_params(self.seed, code)), [payload])
+            x_base, d = self._zero_step(model, base, payload, prep.width, prep.height)
+            if mode == "filter":
+                params = _encode_params(self.seed, filter_codes=dirac_filter.fit_codes(d, x_base, prep.tensor))
+            else:
+                params = _encode_params(self.seed, _least_squares_gain_code(d, prep.tensor - x_base))
+            return write(dataclasses.replace(header, params=params), [payload])
 
         if quality is not None:
             if not lowest <= quality <= highest:
@@ -370,14 +414,15 @@ class DiracCodec(Codec):
                 best = q
         return finish(enc(best))
 
-    def _gain_code(self, model, x: torch.Tensor, base: str, payload: bytes, width: int, height: int) -> int:
-        """The signalled output gain of this file (signalled_gain_code on the decoded base)."""
+    def _zero_step(self, model, base: str, payload: bytes, width: int, height: int):
+        """(x_base, d): the decoded base of a payload and the decoder's 0-step residual estimate
+        on it, which the signalled gain or filter is fitted to."""
         cdc = self.cdc_for_encoding() if base in LEARNED_BASES else None
         with model_threads():
             plain = open_base(base, payload, width, height, cdc=cdc, max_pixels=self.budget.max_pixels)
         x_base = _base_tensor(plain)
         cond = model.conditioning(x_base, plain.codec, plain.bpp, plain.quality)
-        return signalled_gain_code(model, x, x_base, cond, self.seed, self._resolved_precision)
+        return x_base, zero_step_estimate(model, x_base, cond, self.seed, self._resolved_precision)
 
     # -- decompress ----------------------------------------------------------------------
     def open(self, data: bytes) -> OpenedFile:
@@ -392,7 +437,7 @@ class DiracCodec(Codec):
             return OpenedFile(plain, self._model_for(None), 0, 3, self._resolved_precision, None)
         f = read_own_file(data, "dirac", PARAMS_VERSIONS, self.budget)
         h = f.header
-        seed, gain_code = _decode_params(h.params, h.params_version)
+        params = _decode_params(h.params, h.params_version)
         base = h.model("base")
         if base is None or base.name not in DIRAC_BASES:
             raise InvalidFieldError(f"this DIRAC file names no known base codec "
@@ -414,7 +459,7 @@ class DiracCodec(Codec):
         if self.precision == "auto" and h.precision in ("float32", "bfloat16"):
             # bfloat16 named by a file but not native here runs emulated (slow but correct).
             precision = h.precision
-        return OpenedFile(plain, model, seed, h.channels, precision, gain_code)
+        return OpenedFile(plain, model, params.seed, h.channels, precision, params.gain_code, params.filter_codes)
 
     def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
         steps = self.check_knobs("decode", decode_knobs)["decode_steps"]
@@ -439,15 +484,21 @@ class DiracCodec(Codec):
         x_base = _base_tensor(f.plain)
         cond = f.model.conditioning(x_base, f.plain.codec, f.plain.bpp, f.plain.quality)
         return enhance(f.model, x_base, cond, steps=steps, seed=f.seed, trajectory=trajectory,
-                       precision=f.precision, gain=f.gain())
+                       precision=f.precision, gain=f.gain(), output_filter=f.filter_codes)
 
     @classmethod
     def describe_params(cls, header) -> dict:
         if header.params_version not in PARAMS_VERSIONS:
             return super().describe_params(header)
-        seed, code = _decode_params(header.params, header.params_version)
-        out = {"params_version": header.params_version, "seed": seed}
-        out["output_gain"] = "the model's table (codec, rate)" if code is None else f"{code}/{GAIN_DENOM} (signalled)"
+        params = _decode_params(header.params, header.params_version)
+        out = {"params_version": header.params_version, "seed": params.seed}
+        if params.filter_codes is not None:
+            out["output_filter"] = (f"{dirac_filter.NUM_CODES} least-squares weights /{dirac_filter.CODE_DENOM} "
+                                    f"(signalled): {' '.join(map(str, params.filter_codes))}")
+        elif params.gain_code is not None:
+            out["output_gain"] = f"{params.gain_code}/{GAIN_DENOM} (signalled)"
+        else:
+            out["output_gain"] = "the model's table (codec, rate)"
         out["decode_schedule"] = f"{MAX_DECODE_STEPS} ancestral steps (prefix), first at λ={FIRST_STEP_LOGSNR}"
         return out
 
