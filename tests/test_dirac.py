@@ -683,6 +683,16 @@ def test_output_filter_fit_recovers_an_exact_combination():
         dirac_filter.apply(d, x_base, huge)
     far = x_base + 200.0 * d[:, :1].expand_as(d)  # weight 200 on d_R for every channel: beyond int16/256
     assert dirac_filter.fit_codes(d, x_base, far)[0] == dirac_filter.CODE_MAX
+    assert dirac_filter.choose_codes(d, x_base, target.clamp(-1, 1)) == codes
+    # Sub-level residuals (the highest rates): a fit that cannot change a rounded pixel for the
+    # better is not written; the base (all-zero codes) is.
+    level = 2 / 255
+    base8 = torch.round((x_base + 1) / level) * level - 1
+    flips = (torch.rand(base8.shape, generator=g) < 0.02).float() * level
+    truth = base8 + flips
+    hint = 0.2 * flips + 0.001 * torch.randn(base8.shape, generator=g)  # a weak, correct estimate
+    assert any(dirac_filter.fit_codes(hint, base8, truth))
+    assert dirac_filter.choose_codes(hint, base8, truth) == (0,) * 21
     # features of a flat image vanish; the fit stays finite (the tiny ridge) and applies as the base
     flat = torch.zeros(1, 3, 8, 8)
     assert dirac_filter.apply(flat, flat, dirac_filter.fit_codes(flat, flat, flat)).abs().max() == 0

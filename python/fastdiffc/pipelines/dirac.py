@@ -375,7 +375,7 @@ class DiracCodec(Codec):
                 return write(header, [payload])
             x_base, d = self._zero_step(model, base, payload, prep.width, prep.height)
             if mode == "filter":
-                params = _encode_params(self.seed, filter_codes=dirac_filter.fit_codes(d, x_base, prep.tensor))
+                params = _encode_params(self.seed, filter_codes=dirac_filter.choose_codes(d, x_base, prep.tensor))
             else:
                 params = _encode_params(self.seed, _least_squares_gain_code(d, prep.tensor - x_base))
             return write(dataclasses.replace(header, params=params), [payload])
