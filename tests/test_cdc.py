@@ -228,6 +228,24 @@ def test_decode_steps_and_eta(codec, model, encoded):
     assert resolve_spec("cdc:decode_steps=4:solver=dpmpp2m+ddim").decode["solver"] == ("dpmpp2m", "ddim")
 
 
+def test_decode_schedule_is_even_except_for_tuned_step_counts(model):
+    """K model calls at λ_start + (λ_end − λ_start)·i/K, except a step count with a tuned grid
+    (4: its own fractions of the range, ending at λ_end; the 2M solver's only, DDIM keeps the even
+    grid of earlier releases); every grid starts from λ_start
+    (where z_0 is pure noise) and increases strictly."""
+    from fastdiffc.pipelines.cdc import TUNED_GRIDS, schedule
+
+    lo, hi = model.config.logsnr_start, model.config.logsnr_end
+    for k in (1, 2, 3, 5, 8, 64):
+        assert schedule(model, k) == pytest.approx([lo + (hi - lo) * i / k for i in range(k)])
+    for k, fractions in TUNED_GRIDS.items():
+        grid = schedule(model, k)
+        assert len(grid) == k and grid[0] == lo and grid[-1] == pytest.approx(hi)
+        assert all(a < b for a, b in zip(grid, grid[1:]))
+        assert grid == pytest.approx([lo + (hi - lo) * u for u in fractions])
+        assert schedule(model, k, "ddim") == pytest.approx([lo + (hi - lo) * i / k for i in range(k)])
+
+
 def test_dpm_solver_tracks_the_many_step_decode_better_than_ddim():
     """The point of the 2M default, on the shipped model (a property of the trained denoiser, not
     of the tiny random one): with 8 decode steps a sample-sized crop of a photo decodes closer to

@@ -64,10 +64,25 @@ DOMAIN_STEP = 8  # DDIM noise (η > 0), stream i + 1 for the step out of λ_i
 SOLVERS = ("dpmpp2m", "ddim")
 
 
-def schedule(model, steps: int) -> list[float]:
-    """λ_0 < … < λ_{steps−1}: the log-SNRs at which the UNet is called (float64, the same everywhere)."""
+# Step counts with a grid of their own, as fractions of [λ_start, λ_end] (else the even grid).
+# 4 steps: the even grid (λ −6, −2, 2, 6) lands 0.6 dB above the 64-step decode and blurrier — its
+# first step spends a quarter of the budget where the prediction is the mean decode, and its last
+# call, at λ 6, leaves fine detail unresolved. Searched on held-out 384×256 crops (4 photos ×
+# levels 1/3/5, DPM-Solver++(2M)): (−6, −1, 4.5, 10) is +0.28 dB above 64 steps with realism
+# 0.0598 against the even grid's +0.62 dB / 0.0613 (design §4c). For the 2M solver only: DDIM
+# keeps the even grid, so its decodes stay those of earlier releases.
+TUNED_GRIDS = {4: (0.0, 5.0 / 16, 10.5 / 16, 1.0)}
+
+
+def schedule(model, steps: int, solver: str = "dpmpp2m") -> list[float]:
+    """λ_0 < … < λ_{steps−1}: the log-SNRs at which the UNet is called (float64, the same everywhere):
+    evenly spaced from λ_start, short of λ_end by one step, or, for the 2M solver, a step
+    count's tuned grid."""
     cfg = model.config
-    return [cfg.logsnr_start + (cfg.logsnr_end - cfg.logsnr_start) * i / steps for i in range(steps)]
+    span = cfg.logsnr_end - cfg.logsnr_start
+    tuned = TUNED_GRIDS.get(steps) if solver == "dpmpp2m" else None
+    fractions = tuned or [i / steps for i in range(steps)]
+    return [cfg.logsnr_start + span * u for u in fractions]
 
 
 # ------------------------------------------------------------------------ the decoder
@@ -98,7 +113,7 @@ def reconstruct(model, y_hat: torch.Tensor, level: int, height: int, width: int,
         x = x_bar
         if steps:
             cond = model.cond_image(y_hat, level, x_bar)
-            lams = schedule(model, steps)
+            lams = schedule(model, steps, solver)
             z = shared_normals(seed, DOMAIN_START, x_bar.shape)
             k = model.config.residual_scale
             if solver == "dpmpp2m":
