@@ -526,7 +526,7 @@ GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_STEPS = (0, 4)
 
 
-def make_dirac_golden(name: str = "dirac_v2_cdc_48x64_dirac6", base: str = "cdc", quality: int = 2) -> None:
+def make_dirac_golden(name: str = "dirac_v3_cdc_48x64_dirac6", base: str = "cdc", quality: int = 2) -> None:
     """Write a golden DIRAC file of the shipped default model and its decodes (run by hand after
     changing the shipped model, under a new name so the older files stay as they were:
     `python -c "import tests.test_dirac as t; t.make_dirac_golden()"` from the repo root).
@@ -536,7 +536,8 @@ def make_dirac_golden(name: str = "dirac_v2_cdc_48x64_dirac6", base: str = "cdc"
     block v2); dirac_v2_cdc_48x64 with the third (now dirac-20261203) over the cdc base;
     dirac_v2_cdc_48x64_dirac4 with the fourth (now dirac-20261203b); dirac_v2_cdc_48x64_dirac5 with
     the fifth (now dirac-20261203c); dirac_v2_cdc_48x64_dirac6 with the sixth (today's: the first
-    with a 0-step self-ensemble)."""
+    with a 0-step self-ensemble); dirac_v3_cdc_48x64_dirac6 with the sixth and the encoder's
+    output filter (parameter block v3)."""
     codec = load_codec("dirac", precision="float32", seed=11)
     data = codec.compress(photo(48, 64), base=base, quality=quality)
     (GOLDEN / f"{name}.fdc").write_bytes(data)
@@ -551,13 +552,14 @@ def make_dirac_golden(name: str = "dirac_v2_cdc_48x64_dirac6", base: str = "cdc"
     ("dirac_v2_cdc_48x64", "cdc", "dirac-20261203", 2),
     ("dirac_v2_cdc_48x64_dirac4", "cdc", "dirac-20261203b", 2),
     ("dirac_v2_cdc_48x64_dirac5", "cdc", "dirac-20261203c", 2),
-    ("dirac_v2_cdc_48x64_dirac6", "cdc", None, 2)])
+    ("dirac_v2_cdc_48x64_dirac6", "cdc", None, 2),
+    ("dirac_v3_cdc_48x64_dirac6", "cdc", None, 3)])
 def test_golden_file_decodes_within_tolerance(name, base, retired, params_version):
     """DIRAC files written by a shipped default decode to the recorded pixels: the first default's
     (a JPEG base; the model is now retired and found by its hash), the second's over the learned
     cdc base (seed-only parameters: the table's gain) and with a signalled gain (retired
     2026-12-03, found by hash), the third's, the fourth's and today's over the cdc base with a
-    signalled gain.
+    signalled gain, and today's with the output filter.
     Tolerance: base decoders (libjpeg-turbo) and float maths may differ across versions and
     machines, so ≤ 3 grey levels per pixel and ≤ 0.5 on average (measured here: exact)."""
     from fastdiffc.models.registry import load_model
