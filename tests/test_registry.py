@@ -87,13 +87,14 @@ def test_default_model_for_unknown_pipeline_is_a_clear_error():
     ("diffc_v4_hybrid20261130_32x48", "hybrid-20261130"),  # the default 2026-11-30 … 2026-12-03
     ("diffc_v4_hybrid20261203_32x48", "hybrid-20261203"),  # the third UNet's (2026-12-03, the same day replaced)
     ("diffc_v4_hybrid20261203b_32x48", "hybrid-20261203b"),  # the fourth UNet's (2026-12-03, replaced the next session)
-    ("diffc_v4_hybrid_unet5_32x48", "hybrid"),  # today's (the fifth UNet: the fourth trained 80 minutes more)
+    ("diffc_v4_hybrid_unet5_32x48", "hybrid-20261203c"),  # the fifth UNet's (2026-12-03, replaced the next session)
+    ("diffc_v4_hybrid_unet6_32x48", "hybrid"),  # today's (the sixth UNet: the fifth trained 81 minutes more, bfloat16)
 ])
 def test_diffc_defaults_decode_their_files(name, holder):
     """As for CDC below: a DiffC file names 'hybrid' with the hash of the default that wrote it and
     decodes through whichever shipped file has that hash (a retired one: hybrid-20261122 /
     unet-20261122, hybrid-20261130 / unet-20261130, hybrid-20261203 / unet-20261203,
-    hybrid-20261203b / unet-20261203b, in fastdiffc-retired).
+    hybrid-20261203b / unet-20261203b, hybrid-20261203c / unet-20261203c, in fastdiffc-retired).
     Written and decoded by that release on this machine; the RCC replay is bit-exact, the model calls
     are float32 maths, hence ≤ 2 grey levels."""
     from pathlib import Path
@@ -183,6 +184,7 @@ def test_retired_defaults_are_listed_and_load():
     assert {"gaussian", "hybrid", "hybrid-20261122", "unet-20261122", "hybrid-20261130", "unet-20261130",
             "hybrid-20261203", "unet-20261203", "dirac-20261202", "dirac-20261202b", "dirac-20261203",
             "dirac-20261203b", "hybrid-20261203b", "unet-20261203b", "dirac-20261203c",
+            "hybrid-20261203c", "unet-20261203c",
             "cdc-20261202", "cdc-20261202b"} <= names
     old = load_model("hybrid-20261122")
     assert old.content_hash == 0x95229263A07DB4BD
@@ -206,7 +208,8 @@ def test_retired_defaults_live_in_their_own_package_and_are_found_by_hash():
     assert "cdc-20261202" == registry.load_model("dirac").spec.cdc_model
     old = {p.stem for p in retired.glob("*.safetensors")}
     assert {"hybrid-20261122", "unet-20261122", "dirac-20261203", "unet-20261203", "dirac-20261203b",
-            "unet-20261203b", "hybrid-20261203b", "dirac-20261203c"} <= old
+            "unet-20261203b", "hybrid-20261203b", "dirac-20261203c", "unet-20261203c",
+            "hybrid-20261203c"} <= old
     assert not old & main
     # A retired hybrid lives in the retired folder; its gaussian part is today's, in the main one.
     hybrid_old = next(m for m in registry.list_models() if m.name == "hybrid-20261122")
