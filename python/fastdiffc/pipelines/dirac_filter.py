@@ -83,8 +83,36 @@ def features(d: torch.Tensor, x_base: torch.Tensor) -> torch.Tensor:
 def fit_codes(d: torch.Tensor, x_base: torch.Tensor, x: torch.Tensor) -> tuple[int, ...]:
     """The encoder's filter: per channel the least-squares weights of the features against the
     true residual x − x_base (float64), as NUM_CODES integer codes (channel-major)."""
-    f = features(d, x_base).double()
-    target = (x.double() - x_base.double())
+    return _fit(features(d, x_base), x_base, x)
+
+
+def choose_codes(d: torch.Tensor, x_base: torch.Tensor, x: torch.Tensor) -> tuple[int, ...]:
+    """What the encoder writes: the least-squares filter (fit_codes), unless the decoder's 8-bit
+    output with it is no closer to x than the base itself, in which case all-zero codes (the base).
+    Why: the fit is made on continuous values, and at the highest rates the residual is below a
+    grey level, where corrections that help before rounding can hurt after it (development photos,
+    HEIC q 80–95: −0.01 … −0.04 dB without this check)."""
+    from ..image_io import tensor_to_uint8
+
+    def error(out: torch.Tensor) -> float:
+        return float(((tensor_to_uint8(out.clamp(-1, 1)).astype(np.float64) - truth) ** 2).mean())
+
+    truth = tensor_to_uint8(x).astype(np.float64)
+    f = features(d, x_base)  # once: the fit and the decoder's output with it share them
+    fitted = _fit(f, x_base, x)
+    return fitted if error(_combine(f, x_base, fitted)) < error(x_base.float()) else (0,) * NUM_CODES
+
+
+def apply(d: torch.Tensor, x_base: torch.Tensor, codes) -> torch.Tensor:
+    """x_base + Σ w f with w = codes / 256 (not clamped: the caller clamps to the pixel range)."""
+    check_codes(codes)
+    return _combine(features(d, x_base), x_base, codes)
+
+
+def _fit(f: torch.Tensor, x_base: torch.Tensor, x: torch.Tensor) -> tuple[int, ...]:
+    """fit_codes on precomputed features f [1, 3, NUM_FEATURES, H, W]."""
+    f = f.double()
+    target = x.double() - x_base.double()
     codes = []
     for c in range(3):
         a = f[0, c].reshape(NUM_FEATURES, -1).T
@@ -98,28 +126,10 @@ def fit_codes(d: torch.Tensor, x_base: torch.Tensor, x: torch.Tensor) -> tuple[i
     return tuple(codes)
 
 
-def choose_codes(d: torch.Tensor, x_base: torch.Tensor, x: torch.Tensor) -> tuple[int, ...]:
-    """What the encoder writes: the least-squares filter (fit_codes), unless the decoder's 8-bit
-    output with it is no closer to x than the base itself, in which case all-zero codes (the base).
-    Why: the fit is made on continuous values, and at the highest rates the residual is below a
-    grey level, where corrections that help before rounding can hurt after it (development photos,
-    HEIC q 80–95: −0.01 … −0.04 dB without this check)."""
-    from ..image_io import tensor_to_uint8
-
-    def error(codes) -> float:
-        out = tensor_to_uint8(apply(d, x_base, codes).clamp(-1, 1)).astype(np.float64)
-        return float(((out - truth) ** 2).mean())
-
-    truth = tensor_to_uint8(x).astype(np.float64)
-    fitted, zero = fit_codes(d, x_base, x), (0,) * NUM_CODES
-    return fitted if error(fitted) < error(zero) else zero
-
-
-def apply(d: torch.Tensor, x_base: torch.Tensor, codes) -> torch.Tensor:
-    """x_base + Σ w f with w = codes / 256 (not clamped: the caller clamps to the pixel range)."""
-    check_codes(codes)
+def _combine(f: torch.Tensor, x_base: torch.Tensor, codes) -> torch.Tensor:
+    """x_base + Σ w f for precomputed features f, w = codes / 256."""
     w = torch.tensor(codes, dtype=torch.float32).view(1, 3, NUM_FEATURES, 1, 1) / CODE_DENOM
-    return x_base.float() + (features(d, x_base) * w).sum(2)
+    return x_base.float() + (f * w).sum(2)
 
 
 def check_codes(codes) -> None:
