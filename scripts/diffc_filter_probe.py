@@ -1,5 +1,5 @@
 """How much an encoder-fitted output filter would add to DiffC (docs/design.md §4, "measured, not
-built yet"): DIRAC's filter (pipelines/dirac_filter.py) on the flow reconstruction.
+built yet"): DIRAC's filter (pipelines/output_filter.py) on the flow reconstruction.
 
 Each held-out photo's centre crop is encoded once (1 bpp ceiling) with the default model; at each
 prefix the flow reconstruction x_f and the denoiser mean x_d are decoded, and per channel the
@@ -20,7 +20,7 @@ import torch
 from fastdiffc import load_codec
 from fastdiffc.eval.images import centre_crop
 from fastdiffc.image_io import prepare_image
-from fastdiffc.pipelines import dirac_filter
+from fastdiffc.pipelines import output_filter
 from PIL import Image
 
 HELDOUT = Path("data/photos/heldout")
@@ -48,7 +48,7 @@ def main() -> None:
             flow = prepare_image(codec.decompress(data, max_steps=k)).tensor
             mean = prepare_image(codec.decompress(data, max_steps=k, method="denoise")).tensor
             d = mean - flow
-            filtered = dirac_filter.apply(d, flow, dirac_filter.fit_codes(d, flow, x))
+            filtered = output_filter.apply(d, flow, output_filter.fit_codes(d, flow, x))
             g = float((d * (x - flow)).sum() / (d * d).sum())
             print(f"{name} {k} steps: flow {psnr(flow, x):.2f} dB, denoiser mean {psnr(mean, x):.2f}, "
                   f"blend ({g:.2f}) {psnr(flow + g * d, x):.2f}, filter {psnr(filtered, x):.2f}", flush=True)

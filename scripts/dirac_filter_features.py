@@ -1,4 +1,4 @@
-"""Why DIRAC's output filter has the features it has (docs/design.md §4b, pipelines/dirac_filter.py).
+"""Why DIRAC's output filter has the features it has (docs/design.md §4b, pipelines/output_filter.py).
 
 On held-out photos (768×512 centre crops where they are that large; never the development
 photos), each compressed by AVIF and HEIC at several qualities, the decoder's 0-step estimate
@@ -10,7 +10,7 @@ PSNR gain over the base of
 - `colour`: a 3×3 colour matrix on d;
 - `+detail`: that and d_c's detail and the base's fine detail;
 - `+coarse`: that and the base's coarser detail;
-- `filter`: that and luma detail — the shipped filter, through dirac_filter itself, its weights
+- `filter`: that and luma detail — the shipped filter, through output_filter itself, its weights
   in the file's 1/256 steps;
 - `filter/64`: the same weights rounded to 1/64 and clamped to one byte (±2);
 - `base-only`: the base-detail features alone (no model: a signalled unsharp mask);
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from fastdiffc.eval.images import centre_crop
 from fastdiffc.image_io import prepare_image
-from fastdiffc.pipelines import dirac_filter
+from fastdiffc.pipelines import output_filter
 from fastdiffc.pipelines.dirac import DiracCodec, _base_tensor, zero_step_estimate
 from PIL import Image
 
@@ -51,7 +51,7 @@ def least_squares(feats: list[torch.Tensor], target: torch.Tensor, step: float |
     return (a @ w).view_as(target).float()
 
 
-# Feature subsets in dirac_filter.features' order: d_R, d_G, d_B, d_c detail, base fine, coarse, luma.
+# Feature subsets in output_filter.features' order: d_R, d_G, d_B, d_c detail, base fine, coarse, luma.
 SUBSETS = {"colour": slice(0, 3), "+detail": slice(0, 5), "+coarse": slice(0, 6)}
 
 
@@ -87,12 +87,12 @@ def main() -> None:
                 with torch.no_grad():
                     d = zero_step_estimate(model, xb, cond, 0, "float32")
                 t = x - xb
-                f = dirac_filter.features(d, xb)[0]  # [3, 7, H, W]
+                f = output_filter.features(d, xb)[0]  # [3, 7, H, W]
                 gamma = round(float((d * t).sum() / (d * d).sum()) * 64) / 64
                 outs = {
                     "gamma": xb + gamma * d,
                     **{k: fit_channels(xb, t, f, sl) for k, sl in SUBSETS.items()},
-                    "filter": dirac_filter.apply(d, xb, dirac_filter.fit_codes(d, xb, x)),
+                    "filter": output_filter.apply(d, xb, output_filter.fit_codes(d, xb, x)),
                     "filter/64": fit_channels(xb, t, f, slice(0, 7), step=1 / 64, lim=2.0),
                     "base-only": fit_channels(xb, t, f, slice(4, 7)),
                     "+offset": fit_channels(xb, t, f, slice(0, 7), offset=True),

@@ -62,8 +62,8 @@ def test_file_demanding_many_model_calls_is_refused_from_its_header():
     settings = DiffCSettings(**{**SETTINGS, "grid_steps": 100_000})
     data = container.write(_header(settings, 8, 8), [b""] * 5000)  # ≈ 5 KB: 5000 steps of nothing
     assert len(data) < 6000
-    with pytest.raises(DecodeBudgetError, match=r"5,021 model calls.*max_model_calls=2,000.*--max-model-calls"):
-        DiffCCodec(PixelGaussian()).decompress(data)  # 5000 steps + 20 flow steps + 1
+    with pytest.raises(DecodeBudgetError, match=r"5,022 model calls.*max_model_calls=2,000.*--max-model-calls"):
+        DiffCCodec(PixelGaussian()).decompress(data)  # 5000 steps + 20 flow steps + 1 + 1 for a filter
     with pytest.raises(DecodeBudgetError, match="max_model_calls"):
         DiffCCodec(PixelGaussian()).decompress_progressive(data, [4999])
     # Decoding fewer steps is within the budget (empty segments are KL = 0 steps: free prior draws).
@@ -122,26 +122,30 @@ def test_tiling_keeps_a_per_pixel_model_and_is_deterministic():
 
 def test_images_up_to_the_tile_are_coded_as_before():
     img = photo_crop(32, 48)
-    plain = DiffCCodec(PixelGaussian(), tile=0, **SETTINGS).compress(img, steps=3)
-    default = DiffCCodec(PixelGaussian(), **SETTINGS).compress(img, steps=3)
+    plain = DiffCCodec(PixelGaussian(), tile=0, **SETTINGS).compress(img, steps=3, no_filter=True)
+    default = DiffCCodec(PixelGaussian(), **SETTINGS).compress(img, steps=3, no_filter=True)
     assert default == plain and container.read(default).header.params_version == 2
+    filtered = DiffCCodec(PixelGaussian(), **SETTINGS).compress(img, steps=3)
+    assert filtered == DiffCCodec(PixelGaussian(), tile=0, **SETTINGS).compress(img, steps=3)
+    assert DiffCCodec.describe_params(container.read(filtered).header)["tile"] == 0
 
 
 def test_large_images_record_the_tiling_and_decode_bit_exactly():
     img = photo_crop(40, 72)
     model = tiny_unet()
     codec = DiffCCodec(model, tile=32, tile_overlap=8, recon_steps=2, **SETTINGS)
-    data, enc = codec.encode_image(img, steps=3)
-    f = container.read(data)
-    assert f.header.params_version == 3
-    settings = DiffCSettings.from_bytes(f.header.params, 3)
-    assert (settings.tile, settings.tile_overlap) == (32, 8)
-    assert DiffCCodec.describe_params(f.header)["tile"] == 32
-    z, *_ = DiffCCodec(model).decode_latent(data)
-    assert torch.equal(z, enc.z)
-    assert DiffCCodec(model, recon_steps=2).decompress(data).size == (72, 40)
-    untiled = DiffCCodec(model, tile=0, **SETTINGS).compress(img, steps=3)
-    assert untiled != data and container.read(untiled).header.params_version == 2
+    for no_filter, version in ((True, 3), (False, 5)):  # 5: version 4's tiling fields + the filter
+        data, enc = codec.encode_image(img, steps=3, no_filter=no_filter)
+        f = container.read(data)
+        assert f.header.params_version == version
+        settings = DiffCSettings.from_bytes(f.header.params, version)
+        assert (settings.tile, settings.tile_overlap, settings.filter_steps) == (32, 8, 0 if no_filter else 3)
+        assert DiffCCodec.describe_params(f.header)["tile"] == 32
+        z, *_ = DiffCCodec(model).decode_latent(data)
+        assert torch.equal(z, enc.z)
+        assert DiffCCodec(model, recon_steps=2).decompress(data).size == (72, 40)
+        untiled = DiffCCodec(model, tile=0, **SETTINGS).compress(img, steps=3, no_filter=no_filter)
+        assert untiled != data and container.read(untiled).header.params_version == (2 if no_filter else 5)
 
 
 def test_tile_settings_validated():

@@ -35,7 +35,8 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     data = compressed.read_bytes()
     h, lengths = container.read_header(data)
     assert (h.pipeline, h.model_name, h.width, h.height, len(lengths)) == ("diffc", "gaussian", 48, 32, 20)
-    assert data[3] == 2 and h.params_version == 4 and h.precision == AUTO  # the tree codebook: version 4
+    # the tree codebook with the output filter: version 5
+    assert data[3] == 2 and h.params_version == 5 and h.precision == AUTO
     png = tmp_path / "out.png"
     assert main(["decompress", str(compressed), "-o", str(png), "--method", "denoise", "--quiet"]) == 0
     assert Image.open(png).size == (48, 32)
@@ -50,23 +51,31 @@ def test_compress_decompress_info(compressed, tmp_path, capsys):
     assert info["segments"] == 20 and info["complete"] and info["bytes"] == len(data)
     assert info["params"]["seed"] == 5 and info["model"] == "gaussian" and info["container_version"] == 2
     assert info["models"] == [{"role": "denoiser", "name": "gaussian", "hash": f"{h.model_hash:016x}", "version": ""}]
-    assert info["precision"] == AUTO and info["params_version"] == 4
+    assert info["precision"] == AUTO and info["params_version"] == 5 and info["params"]["filter_steps"] == 20
     assert (info["params"]["scheme"], info["params"]["levels"], info["params"]["beam"]) == ("tree", 12, 8)
     assert info["params"]["shared_randomness"] == "philox" and info["params"]["grid_steps"] == 32
     assert main(["info", str(compressed)]) == 0
     text = capsys.readouterr().out
     assert "segments   20" in text and f"model      denoiser: gaussian (hash {h.model_hash:016x})" in text
-    assert f"precision  {AUTO}" in text and "params     version 4" in text and "bits_per_chunk" in text
+    assert f"precision  {AUTO}" in text and "params     version 5" in text and "bits_per_chunk" in text
 
 
 def test_scheme_flag(small_png, tmp_path, capsys):
-    """--scheme pfr writes the flat codebook (parameter version 2, as files before the tree default);
-    a scheme the pipeline lacks is a one-line error."""
+    """--scheme pfr --no-filter writes the flat codebook (parameter version 2, as files before the tree
+    default and the output filter; with the filter: version 5); a scheme the pipeline lacks is a
+    one-line error. --skip-filter decodes a filtered file as its flow output alone."""
     out = tmp_path / "pfr.fdc"
-    assert main(["compress", str(small_png), "-o", str(out), "--model", "gaussian", "--steps", "4", "--scheme", "pfr",
-                 "--quiet"]) == 0
-    h, _ = container.read_header(out.read_bytes())
-    assert h.params_version == 2
+    for flags, version in ((["--no-filter"], 2), ([], 5)):
+        assert main(["compress", str(small_png), "-o", str(out), "--model", "gaussian", "--steps", "4",
+                     "--scheme", "pfr", "--quiet", *flags]) == 0
+        h, _ = container.read_header(out.read_bytes())
+        assert h.params_version == version
+    outs = []
+    for flags in ([], ["--skip-filter"]):
+        png = tmp_path / f"pfr{len(flags)}.png"
+        assert main(["decompress", str(out), "-o", str(png), "--quiet", *flags]) == 0
+        outs.append(np.asarray(Image.open(png)))
+    assert not np.array_equal(*outs)
     _one_line_error(["compress", str(small_png), "-o", str(out), "--scheme", "best"], capsys,
                     "diffc knob scheme must be one of pfr, importance, tree")
 

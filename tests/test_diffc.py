@@ -189,8 +189,10 @@ def test_same_bytes_across_runs_and_thread_counts():
 
 
 def _golden_bytes() -> bytes:
-    # float32 pinned: the golden file is a float32 file whatever the default precision becomes.
-    return DiffCCodec(PixelGaussian(), precision="float32", **SETTINGS).compress(photo_crop(), steps=10)
+    # float32 pinned: the golden file is a float32 file whatever the default precision becomes; written
+    # before the output filter (parameter version 5), so without it.
+    return DiffCCodec(PixelGaussian(), precision="float32", **SETTINGS).compress(photo_crop(), steps=10,
+                                                                                 no_filter=True)
 
 
 def _pixels_md5(img) -> str:
@@ -335,17 +337,24 @@ def test_truncated_file_decodes_complete_prefix(photo_encoding):
 
 
 def test_bpp_is_a_ceiling():
-    """The file is the largest prefix of whole steps whose size is <= bpp·H·W/8 bytes."""
+    """The file is the largest prefix of whole steps (with its output filter: its size depends only on
+    the steps) whose size is <= bpp·H·W/8 bytes; without the filter, a truncation of the full file."""
     codec = DiffCCodec(PixelGaussian(), **SETTINGS)
     x = photo_crop()
     full = codec.compress(x, steps=SETTINGS["grid_steps"])
-    sizes = container.step_file_sizes(full)  # the size of every prefix: what each ceiling must pick
+    files = codec.prefix_files(x, full, range(1, SETTINGS["grid_steps"] + 1))  # what compress(steps=k) writes
+    sizes = [0] + [len(files[k][0]) for k in range(1, SETTINGS["grid_steps"] + 1)]
+    plain = codec.compress(x, steps=SETTINGS["grid_steps"], no_filter=True)
+    # the filter's block (steps varint, id, 21 int16) and the version-5 tiling/tree fields (4 varints)
+    assert [s - t for s, t in zip(sizes[1:], container.step_file_sizes(plain)[1:])] == [48] * SETTINGS["grid_steps"]
     for k in (1, 5, 9):
         for ceiling in (sizes[k], sizes[k + 1] - 1):  # exactly fitting, and one byte short of the next step
             bpp = ceiling * 8 / (32 * 48)
             data = codec.compress(x, bpp=bpp)
             assert len(data) == sizes[k] <= bpp * 32 * 48 / 8, (k, ceiling)
-            assert data == container.truncate_to_steps(full, k)
+            assert data == files[k][0]
+            assert codec.compress(x, bpp=bpp - 48 * 8 / (32 * 48), no_filter=True) == \
+                container.truncate_to_steps(plain, k)
     assert codec.compress(x, bpp=1000.0) == full  # the whole grid fits
     smallest = sizes[1] * 8 / (32 * 48)
     with pytest.raises(ValueError, match=f"smallest file.*{smallest:.4g} bpp"):
@@ -442,13 +451,23 @@ def test_other_pipeline_and_bad_params_rejected():
     good = DiffCSettings(**SETTINGS).to_bytes()
     v1 = DiffCSettings(**SETTINGS, params_version=1).to_bytes()
     assert v1 == good + b"\x00"  # version 1 = version 2 + the dtype byte
+    v4 = good + b"\0\0\0\0"
+    v5 = DiffCSettings(**SETTINGS).with_filter(3, range(-10, 11)).to_bytes()
+    assert v5[:len(v4) + 2] == v4 + b"\x03\x01" and len(v5) == len(v4) + 2 + 42
     cases = [
         (dict(params=good[:-1]), FormatError, "truncated"),
         (dict(params=good + b"\0"), FormatError, "trailing"),
         (dict(params=good[:-1] + b"\x09"), InvalidFieldError, "RCC scheme id 9"),
         (dict(params=v1[:-1] + b"\x09", params_version=1), InvalidFieldError, "dtype id 9"),
         (dict(params=v1[:-1] + b"\x01", params_version=1), InvalidFieldError, "float64 but the header"),
-        (dict(params=good, params_version=5), UnsupportedVersionError, "parameter block version 5"),
+        (dict(params=good, params_version=6), UnsupportedVersionError, "parameter block version 6"),
+        # version 5 = version 4 (here untiled, flat: 4 zero varints) + the filter's steps and block
+        (dict(params=v5[:-1], params_version=5), TruncatedError, "output filter coefficients"),
+        (dict(params=v5 + b"\0", params_version=5), FormatError, "trailing"),
+        (dict(params=v4 + b"\x03\x02" + v5[-42:], params_version=5), InvalidFieldError, "output filter 2 is unknown"),
+        (dict(params=v4 + bytes([SETTINGS["grid_steps"] + 1]) + v5[-43:], params_version=5), InvalidFieldError,
+         "filter_steps must be an integer in 0..grid_steps"),
+        (dict(params=v4 + b"\x00" + v5[-43:], params_version=5), FormatError, "trailing"),
         (dict(params=good, params_version=3), TruncatedError, "tile"),  # version 3 = version 2 + tiling
         (dict(params=good + b"\x08\x00", params_version=3), InvalidFieldError, "tile must be a multiple of 16"),
         (dict(params=v1, params_version=1, precision="bfloat16"), InvalidFieldError,
@@ -635,10 +654,12 @@ def test_hybrid_keeps_its_gaussian_part_exact_in_bfloat16():
 
 def test_knob_declarations():
     names = lambda knobs: [k.name for k in knobs]  # noqa: E731
-    assert names(DiffCCodec.rate_knobs) == ["steps", "scheme"]
-    assert names(DiffCCodec.knobs("rate")) == ["bpp", "steps", "scheme"]
-    assert not DiffCCodec.rate_knobs[1].sets_size  # the scheme combines with bpp (it chooses how, not how big)
-    assert names(DiffCCodec.decode_knobs) == ["method", "max_steps", "recon_steps", "flow_offset", "allow_truncated"]
+    assert names(DiffCCodec.rate_knobs) == ["steps", "scheme", "no_filter"]
+    assert names(DiffCCodec.knobs("rate")) == ["bpp", "steps", "scheme", "no_filter"]
+    # the scheme and the filter combine with bpp (they choose how, not how big)
+    assert not DiffCCodec.rate_knobs[1].sets_size and not DiffCCodec.rate_knobs[2].sets_size
+    assert names(DiffCCodec.decode_knobs) == ["method", "max_steps", "recon_steps", "flow_offset", "allow_truncated",
+                                              "skip_filter"]
     assert all(k.stage == "decode" for k in DiffCCodec.decode_knobs)
     assert "ceiling" in DiffCCodec.knobs("rate")[0].help and "denoiser mean" in DiffCCodec.decode_knobs[2].help
 
@@ -646,7 +667,8 @@ def test_knob_declarations():
 def test_knob_errors_name_the_pipeline_and_its_knobs(photo_encoding):
     codec, data, _ = photo_encoding
     with pytest.raises(ValueError, match=r"^decode_steps is not a knob of the diffc pipeline \(its decode knobs: "
-                                         r"method, max_steps, recon_steps, flow_offset, allow_truncated\)$"):
+                                         r"method, max_steps, recon_steps, flow_offset, allow_truncated, "
+                                         r"skip_filter\)$"):
         codec.decompress(data, decode_steps=3)
     with pytest.raises(ValueError, match=r"^quality is not a knob of the diffc pipeline \(its rate knobs: bpp, steps"):
         codec.compress(photo_crop(4, 4), quality=80)

@@ -17,7 +17,7 @@ from fastdiffc.errors import FormatError, InvalidFieldError, TruncatedError
 from fastdiffc.image_io import psnr
 from fastdiffc.pipelines import diffc
 from fastdiffc.pipelines.diffc import DiffCCodec, DiffCSettings
-from fastdiffc.pipelines.diffc_format import SCHEME_DEFAULTS, TREE_PARAMS_VERSION
+from fastdiffc.pipelines.diffc_format import FILTER_PARAMS_VERSION, SCHEME_DEFAULTS, TREE_PARAMS_VERSION
 from test_diffc import (
     GOLDEN,
     SETTINGS,
@@ -43,7 +43,8 @@ def tree_encoding():
 def test_round_trip_every_latent_bit_exact(tree_encoding):
     codec, data, enc = tree_encoding
     h = container.read(data).header
-    assert h.params_version == TREE_PARAMS_VERSION == 4
+    # version 5 (the output filter) holds version 4's tree fields
+    assert h.params_version == FILTER_PARAMS_VERSION == TREE_PARAMS_VERSION + 1 == 5
     settings = DiffCSettings.from_bytes(h.params, h.params_version, h.precision)
     assert (settings.scheme, settings.bits_per_chunk, settings.levels, settings.beam, settings.margin) == \
         ("tree", 3, 4, 4, 3.0)
@@ -102,19 +103,23 @@ def test_scheme_knob_and_setting_agree():
     s = DiffCSettings.from_bytes(h.params, h.params_version)
     tree = SCHEME_DEFAULTS["tree"]
     assert (h.params_version, s.scheme, s.bits_per_chunk, s.margin, s.levels, s.beam) == \
-        (4, "tree", tree["bits_per_chunk"], tree["margin"], tree["levels"], tree["beam"])
-    # A pfr codec writes version 2, exactly as before the tree existed.
-    plain = pfr_codec.compress(img, steps=5)
+        (5, "tree", tree["bits_per_chunk"], tree["margin"], tree["levels"], tree["beam"])
+    unfiltered = pfr_codec.compress(img, steps=5, scheme="tree", no_filter=True)
+    assert container.read(unfiltered).header.params_version == 4
+    # Without the filter a pfr codec writes version 2, exactly as before the tree existed.
+    plain = pfr_codec.compress(img, steps=5, no_filter=True)
     assert container.read(plain).header.params_version == 2
-    assert plain == pfr_codec.compress(img, steps=5, scheme="pfr")
+    assert plain == pfr_codec.compress(img, steps=5, scheme="pfr", no_filter=True)
+    assert container.read(pfr_codec.compress(img, steps=5)).header.params_version == 5
     # The knob combines with bpp (it chooses how, not how big), and bad values are refused.
     assert 8 * len(pfr_codec.compress(img, bpp=4.0, scheme="tree")) <= 4.0 * 16 * 24
     with pytest.raises(ValueError, match="diffc knob scheme must be one of pfr, importance, tree"):
         pfr_codec.compress(img, steps=2, scheme="best")
-    # A tiled tree file is version 4 with the tiling recorded, and decodes to the encoder's latent.
+    # A tiled tree file is version 4 (5 with the filter) with the tiling recorded, and decodes to the
+    # encoder's latent.
     tiled = DiffCCodec(PixelGaussian(), tile=16, tile_overlap=4, **TREE)
     data, enc = tiled.encode_image(img.repeat(2, axis=0), steps=4)
-    s = DiffCSettings.from_bytes(container.read(data).header.params, 4)
+    s = DiffCSettings.from_bytes(container.read(data).header.params, 5)
     assert (s.tile, s.tile_overlap, s.scheme) == (16, 4, "tree")
     assert torch.equal(tiled.decode_latent(data)[0], enc.z)
 
@@ -123,7 +128,8 @@ def test_scheme_knob_and_setting_agree():
 
 
 def _golden_tree_bytes() -> bytes:
-    return DiffCCodec(PixelGaussian(), precision="float32", **TREE).compress(photo_crop(), steps=10)
+    # Written before the output filter (parameter version 5): without it.
+    return DiffCCodec(PixelGaussian(), precision="float32", **TREE).compress(photo_crop(), steps=10, no_filter=True)
 
 
 def test_golden_v4_tree_bitstream():
@@ -142,7 +148,7 @@ def test_v3_golden_file_still_decodes():
     codec = DiffCCodec(PixelGaussian(), recon_steps=4, tile=32, tile_overlap=8, precision="float32", **SETTINGS)
     for method in ("denoise", "flow", "ancestral"):
         assert _pixels_md5(codec.decompress(stored, method=method)) == expected[f"{method}_pixels_md5"], method
-    assert codec.compress(photo_crop(), steps=10) == stored
+    assert codec.compress(photo_crop(), steps=10, no_filter=True) == stored
 
 
 # ---------------------------------------------------------------------------- bad fields

@@ -632,7 +632,7 @@ def test_output_filter_is_the_encoders_least_squares_fit():
     signalled gain, which it contains, and the table; steps > 0 ignore it; the block's id and
     length are checked."""
     from fastdiffc.pipelines import dirac as dirac_mod
-    from fastdiffc.pipelines import dirac_filter
+    from fastdiffc.pipelines import output_filter
 
     codec = load_codec("dirac")
     im = photo(96, 128)
@@ -640,7 +640,7 @@ def test_output_filter_is_the_encoders_least_squares_fit():
     f = container.read(data)
     assert f.header.params_version == 3
     params = dirac_mod._decode_params(f.header.params, 3)
-    assert params.seed == 0 and params.gain_code is None and len(params.filter_codes) == dirac_filter.NUM_CODES
+    assert params.seed == 0 and params.gain_code is None and len(params.filter_codes) == output_filter.NUM_CODES
     assert codec.describe_params(f.header)["output_filter"].startswith("21 least-squares weights /256")
     signalled = codec.compress(im, base="heic", quality=40, gain="signalled")
     assert container.read(signalled).segments == f.segments and len(data) == len(signalled) + 42
@@ -671,21 +671,21 @@ def test_output_filter_fit_recovers_an_exact_combination():
     """fit_codes is least squares on the features: a residual that is exactly a combination of
     them with weights in 1/256 steps comes back as those codes, per channel; out-of-range
     weights are clamped to int16; apply() with the codes rebuilds the target."""
-    from fastdiffc.pipelines import dirac_filter
+    from fastdiffc.pipelines import output_filter
 
     g = torch.Generator().manual_seed(5)
-    x_base = dirac_filter.gaussian_blur(torch.rand(1, 3, 40, 56, generator=g) * 2 - 1, 1.0)
-    d = dirac_filter.gaussian_blur(torch.randn(1, 3, 40, 56, generator=g) * 0.05, 0.7)
+    x_base = output_filter.gaussian_blur(torch.rand(1, 3, 40, 56, generator=g) * 2 - 1, 1.0)
+    d = output_filter.gaussian_blur(torch.randn(1, 3, 40, 56, generator=g) * 0.05, 0.7)
     codes = tuple(int(v) for v in torch.randint(-400, 400, (21,), generator=g))
-    target = dirac_filter.apply(d, x_base, codes)
-    assert dirac_filter.fit_codes(d, x_base, target) == codes
-    torch.testing.assert_close(dirac_filter.apply(d, x_base, codes), target)
+    target = output_filter.apply(d, x_base, codes)
+    assert output_filter.fit_codes(d, x_base, target) == codes
+    torch.testing.assert_close(output_filter.apply(d, x_base, codes), target)
     huge = (40000,) + codes[1:]
     with pytest.raises(ValueError, match="21 integers"):
-        dirac_filter.apply(d, x_base, huge)
+        output_filter.apply(d, x_base, huge)
     far = x_base + 200.0 * d[:, :1].expand_as(d)  # weight 200 on d_R for every channel: beyond int16/256
-    assert dirac_filter.fit_codes(d, x_base, far)[0] == dirac_filter.CODE_MAX
-    assert dirac_filter.choose_codes(d, x_base, target.clamp(-1, 1)) == codes
+    assert output_filter.fit_codes(d, x_base, far)[0] == output_filter.CODE_MAX
+    assert output_filter.choose_codes(d, x_base, target.clamp(-1, 1)) == codes
     # Sub-level residuals (the highest rates): a fit that cannot change a rounded pixel for the
     # better is not written; the base (all-zero codes) is.
     level = 2 / 255
@@ -693,11 +693,11 @@ def test_output_filter_fit_recovers_an_exact_combination():
     flips = (torch.rand(base8.shape, generator=g) < 0.02).float() * level
     truth = base8 + flips
     hint = 0.2 * flips + 0.001 * torch.randn(base8.shape, generator=g)  # a weak, correct estimate
-    assert any(dirac_filter.fit_codes(hint, base8, truth))
-    assert dirac_filter.choose_codes(hint, base8, truth) == (0,) * 21
+    assert any(output_filter.fit_codes(hint, base8, truth))
+    assert output_filter.choose_codes(hint, base8, truth) == (0,) * 21
     # features of a flat image vanish; the fit stays finite (the tiny ridge) and applies as the base
     flat = torch.zeros(1, 3, 8, 8)
-    assert dirac_filter.apply(flat, flat, dirac_filter.fit_codes(flat, flat, flat)).abs().max() == 0
+    assert output_filter.apply(flat, flat, output_filter.fit_codes(flat, flat, flat)).abs().max() == 0
 
 
 def test_version_1_files_decode_with_the_table_gain(codec):

@@ -108,9 +108,14 @@ def test_diffc_defaults_decode_their_files(name, holder):
     data = (golden / f"{name}.fdc").read_bytes()
     header = container.read(data).header
     assert header.model_name == "hybrid" and header.model_hash == load_model(holder).content_hash
-    out = np.asarray(load_codec("diffc", recon_steps=4).decompress(data, method="denoise"), dtype=np.int16)
-    want = np.asarray(Image.open(golden / f"{name}_denoise.png"), dtype=np.int16)
-    assert np.abs(out - want).max() <= 2
+    codec = load_codec("diffc", recon_steps=4)
+    for method in ("denoise", "flow"):  # flow: a version-5 file's output filter (golden files from v5 on)
+        if method == "flow" and not (golden / f"{name}_flow.png").exists():
+            assert header.params_version < 5
+            continue
+        out = np.asarray(codec.decompress(data, method=method), dtype=np.int16)
+        want = np.asarray(Image.open(golden / f"{name}_{method}.png"), dtype=np.int16)
+        assert np.abs(out - want).max() <= 2, method
 
 
 @pytest.mark.parametrize("name, holder", [
@@ -161,7 +166,8 @@ def make_cdc_golden(name: str) -> None:  # pragma: no cover - run by hand before
 
 
 def make_diffc_golden(name: str) -> None:  # pragma: no cover - run by hand before the DiffC default changes
-    """Write a golden DiffC file of the shipped default (8 steps, tree codebook) and its denoise decode:
+    """Write a golden DiffC file of the shipped default (8 steps, tree codebook, the output filter) and its
+    denoise and flow decodes (the flow one through the filter):
     `python -c "import tests.test_registry as t; t.make_diffc_golden('diffc_v4_hybrid20261130_32x48')"`."""
     from pathlib import Path
 
@@ -175,6 +181,7 @@ def make_diffc_golden(name: str) -> None:  # pragma: no cover - run by hand befo
     data = codec.compress(im, steps=8)
     (golden / f"{name}.fdc").write_bytes(data)
     codec.decompress(data, method="denoise").save(golden / f"{name}_denoise.png")
+    codec.decompress(data, method="flow").save(golden / f"{name}_flow.png")
 
 
 def test_retired_defaults_are_listed_and_load():

@@ -8,9 +8,12 @@ all decoded from the same files.
 
 - `ClassicalContender`: one Pillow codec over its settings (quality or target bpp).
 - `ProgressivePipeline` (DiffC): one encode at the top rate; every lower rate is a
-  prefix of whole steps (`fastdiffc.container.truncate_to_steps`, whose length is the
-  rate). The reconstructions come from one replay of the steps when the codec offers
-  `decompress_progressive(data, steps, **decode_knobs)`, else from decoding each prefix.
+  prefix of whole steps. When the codec offers `prefix_files(image, data, steps, **knobs)`
+  (DiffC: the files `compress(steps=k)` would write — the same segments, each with the output
+  filter the encoder fits for k steps), the points are those files and their decodes, from one
+  replay; else the prefix is `fastdiffc.container.truncate_to_steps` (whose length is the
+  rate), decoded by one replay when the codec offers `decompress_progressive(data, steps,
+  **decode_knobs)`, else prefix by prefix.
   The top-rate bitstream is cached in the report folder so a resumed sweep never
   re-encodes. encode_s of every point is the time of that one top-rate encode.
 - `RatePipeline` (DIRAC, CDC): one encode per setting (a base quality, a fixed knob value
@@ -312,9 +315,21 @@ class ProgressivePipeline(_PipelineBase):
         for variant in self.variants:
             missing = [k for k in self._planned(total) if self._label(k) not in _done(done, variant.label)]
             if missing:
-                yield from self._run_variant(data, variant, missing, encode_s)
+                yield from self._run_variant(image, data, variant, missing, encode_s)
 
-    def _run_variant(self, data: bytes, variant: Variant, missing: list[int], encode_s: float) -> Iterator[Trial]:
+    def _run_variant(self, image: Image.Image, data: bytes, variant: Variant, missing: list[int],
+                     encode_s: float) -> Iterator[Trial]:
+        make_files = getattr(self.codec, "prefix_files", None)
+        if callable(make_files):
+            # The per-rate files themselves (exact: the sender is prefix-consistent), from one replay.
+            how = {k: v for k, v in self.rate_knobs.items() if k != "scheme"}  # the stream holds its scheme
+            t0 = time.perf_counter()
+            files = make_files(image, data, missing, **how, **dict(variant.knobs))
+            decode_s = (time.perf_counter() - t0) / len(missing)
+            for k in missing:
+                file, recon = files[k]
+                yield Trial(self._label(k), len(file), _rgb(recon, self.name), encode_s, decode_s, variant.label)
+            return
         replay_all = getattr(self.codec, "decompress_progressive", None)
         if callable(replay_all):
             # One replay of the steps serves every prefix (decoding each prefix separately

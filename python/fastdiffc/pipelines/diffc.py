@@ -60,10 +60,12 @@ from ..errors import (
 )
 from ..image_io import image_size, prepare_image, tensor_to_pil
 from ..models.resources import activation_bytes_per_pixel
+from . import output_filter
 from .base import Budget, Codec, Knob, model_identity, model_threads, resolve_model
 from .diffc_format import (  # noqa: F401  (re-exported: the settings are part of the DiffC API)
     DEFAULT_FILE_SCHEME,
     DTYPE_IDS,
+    FILTER_PARAMS_VERSION,
     LOGSNR_LIMIT,
     MAX_DECODE_PIXELS,
     PARAMS_VERSION,
@@ -288,6 +290,20 @@ def reconstruct(denoiser, z: torch.Tensor, logsnr: float, settings: DiffCSetting
         return samplers.sample(denoiser, z, lams, method=method, generator=gen, solver=solver, progress=progress)
 
 
+def filter_inputs(denoiser, z: torch.Tensor, logsnr: float, settings: DiffCSettings, *, recon_steps: int = 20,
+                  solver: str = "heun", flow_logsnr_offset: float = 0.0,
+                  precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the output filter (output_filter.py) works on at z_K: the flow reconstruction x_f and
+    d = x_d − x_f, x_d the denoiser mean at λ_K, both clamped to the pixel range. x_d is smoother
+    than x_f (a posterior mean, where the flow output is a sample-like point): the filter's colour
+    matrix on d blends the two per channel, its detail terms sharpen or soften x_f (docs/design.md §4)."""
+    kw = dict(recon_steps=recon_steps, solver=solver, precision=precision)
+    x_f = reconstruct(denoiser, z, logsnr, settings, method="flow", flow_logsnr_offset=flow_logsnr_offset,
+                      **kw).clamp(-1, 1)
+    x_d = reconstruct(denoiser, z, logsnr, settings, method="denoise", **kw).clamp(-1, 1)
+    return x_f, x_d - x_f
+
+
 def _bar(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
@@ -339,6 +355,9 @@ RATE_KNOBS = (
          help="RCC scheme of the file, with that scheme's default settings: tree (a beam-searched tree codebook "
               "per chunk, parameter version 4; the default), pfr (2^10 candidates per chunk, the default "
               "before) or importance"),
+    Knob("no_filter", bool, "rate", default=False, sets_size=False,
+         help="write no output filter (by default the encoder fits one to the flow reconstruction of the "
+              f"whole file: {output_filter.BLOCK_BYTES + 1} bytes, parameter version {FILTER_PARAMS_VERSION})"),
 )
 DECODE_KNOBS = (
     Knob("method", str, "decode", default="flow", choices=METHODS,
@@ -354,6 +373,8 @@ DECODE_KNOBS = (
               "0 = the paper's decoder)"),
     Knob("allow_truncated", bool, "decode", default=False,
          help="decode the complete steps of a truncated file instead of refusing it"),
+    Knob("skip_filter", bool, "decode", default=False,
+         help="ignore the file's output filter (it applies to flow decoding of all the steps it was fitted for)"),
 )
 
 
@@ -518,29 +539,29 @@ class DiffCCodec(Codec):
         return self.settings.with_scheme(scheme)
 
     def encode_image(self, image, *, bpp: float | None = None, steps: int | None = None,
-                     scheme: str | None = None) -> tuple[bytes, Encoding]:
+                     scheme: str | None = None, no_filter: bool = False) -> tuple[bytes, Encoding]:
         """`compress`, also returning the sender's Encoding (per-step KL, chunks, final z)."""
-        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps, "scheme": scheme})
-        bpp, steps = knobs["bpp"], knobs["steps"]
+        knobs = self.check_knobs("rate", {"bpp": bpp, "steps": steps, "scheme": scheme, "no_filter": no_filter})
+        bpp, steps, with_filter = knobs["bpp"], knobs["steps"], not knobs["no_filter"]
         if bpp is None and steps is None:
             bpp = DEFAULT_BPP
         height, width = image_size(image)
         self.budget.check_pixels(height, width, decoding=False)
         model = self.model_for_encoding()
         settings = self.settings_for(knobs["scheme"]).for_image(height, width, self.tile, self.tile_overlap)
-        calls = steps if steps is not None else settings.grid_steps
+        calls = (steps if steps is not None else settings.grid_steps) + (self._filter_calls() if with_filter else 0)
         self._check_budget(model, height, width, settings, calls, "compressing", decoding=False)
         prep = prepare_image(image)
-        header = self._header(model, prep, settings)
         fits = None
         if bpp is not None:
             pixels = prep.height * prep.width
             # A relative 1e-12 of slack: a bpp computed from a byte count, 8·n / (H·W), admits those n bytes.
             ceiling = bpp * pixels / 8.0 * (1 + 1e-12)
 
-            def fits(segments):  # the whole file with these steps is within the ceiling
+            def fits(segments):  # the whole file with these steps (and a filter for them) is within the ceiling
                 lengths = [len(s) for s in segments]
-                size = overhead_bytes(header, lengths) + sum(lengths)
+                sized = settings.with_filter(len(segments), (0,) * output_filter.NUM_CODES) if with_filter else settings
+                size = overhead_bytes(self._header(model, prep, sized), lengths) + sum(lengths)
                 if size > ceiling and len(segments) == 1:
                     raise ValueError(f"bpp {bpp:g} is below the smallest file this image can have: one step "
                                      f"makes {size} bytes = {8 * size / pixels:.4g} bpp")
@@ -548,13 +569,53 @@ class DiffCCodec(Codec):
 
         enc = encode(model, prep.tensor, settings, steps=steps, fits=fits, backend=self.backend,
                      progress=self.progress)
-        return write(header, enc.segments), enc
+        if with_filter:
+            settings = self._fitted(model, enc.z, enc.logsnrs[-1], settings, enc.steps, prep.tensor)[0]
+        return write(self._header(model, prep, settings), enc.segments), enc
 
     def compress(self, image, *, bpp: float | None = None, **rate_knobs) -> bytes:
         """.fdc bytes of `image` with `steps` steps or within the `bpp` ceiling (default 0.25 bpp);
-        `scheme` picks the RCC scheme of this file (default: the codec's)."""
+        `scheme` picks the RCC scheme of this file (default: the codec's); `no_filter` leaves out the
+        output filter the encoder otherwise fits to the whole file's flow reconstruction."""
         knobs = self.check_knobs("rate", {"bpp": bpp, **rate_knobs})
-        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"], scheme=knobs["scheme"])[0]
+        return self.encode_image(image, bpp=knobs["bpp"], steps=knobs["steps"], scheme=knobs["scheme"],
+                                 no_filter=knobs["no_filter"])[0]
+
+    # -- the output filter ---------------------------------------------------------------
+    def _filter_calls(self) -> int:
+        """Model calls of the output filter's inputs: the flow reconstruction and one denoiser mean."""
+        return self.recon_calls("flow", self.recon_steps) + 1
+
+    def _fitted(self, model, z: torch.Tensor, logsnr: float, settings: DiffCSettings, steps: int,
+                x: torch.Tensor) -> tuple[DiffCSettings, torch.Tensor]:
+        """The encoder's side of the output filter (docs/design.md §4): `settings` with the filter
+        fitted to x after `steps` steps (output_filter.choose_codes: all-zero codes, the identity,
+        when it would not improve the 8-bit flow output), and the receiver's output with it. The
+        filter is fitted to the flow reconstruction this codec decodes by default (its recon_steps,
+        solver, flow offset) in the file's precision."""
+        x_f, d = filter_inputs(model, z, logsnr, settings, recon_steps=self.recon_steps, solver=self.solver,
+                               flow_logsnr_offset=self.flow_logsnr_offset)
+        fitted = settings.with_filter(steps, output_filter.choose_codes(d, x_f, x))
+        codes = fitted.filter_for(steps)
+        return fitted, (x_f if codes is None else output_filter.apply(d, x_f, codes).clamp(-1, 1))
+
+    def _filter_applies(self, knobs: dict) -> bool:
+        return knobs["method"] == "flow" and not knobs["skip_filter"]
+
+    def _output(self, model, z: torch.Tensor, logsnr: float, settings: DiffCSettings, steps: int,
+                knobs: dict) -> torch.Tensor:
+        """The receiver's reconstruction from z after `steps` decoded steps: `reconstruct` with the
+        knobs, through the file's output filter when it was fitted for these steps and the method is
+        flow (the knobs may differ from the encoder's recon_steps / flow offset: the filter then
+        corrects a slightly different flow output, still the one it resembles most)."""
+        precision = self.decode_precision(settings)
+        kw = dict(recon_steps=self._recon_steps(knobs), solver=self.solver, precision=precision)
+        codes = settings.filter_for(steps) if self._filter_applies(knobs) else None
+        if codes is None:
+            return reconstruct(model, z, logsnr, settings, method=knobs["method"], progress=self.progress,
+                               flow_logsnr_offset=self._flow_offset(knobs), **kw)
+        x_f, d = filter_inputs(model, z, logsnr, settings, flow_logsnr_offset=self._flow_offset(knobs), **kw)
+        return output_filter.apply(d, x_f, codes).clamp(-1, 1)
 
     # -- decompress ----------------------------------------------------------------------
     @classmethod
@@ -593,17 +654,20 @@ class DiffCCodec(Codec):
                         precision=self.decode_precision(settings))
         return z, lam, f, settings, model
 
+    def _decode_calls(self, knobs: dict) -> int:
+        """Model calls after the replay: the reconstruction, + 1 denoiser mean if a filter may apply."""
+        return self.recon_calls(knobs["method"], self._recon_steps(knobs)) + int(self._filter_applies(knobs))
+
     def decompress(self, data: bytes, **decode_knobs) -> Image.Image:
         """The image of a DiffC file; knobs: method ("flow"), max_steps (all), recon_steps and
-        flow_offset (the constructor's), allow_truncated (False)."""
+        flow_offset (the constructor's), allow_truncated (False), skip_filter (False: a flow decode of
+        the steps the file's output filter was fitted for goes through it)."""
         k = self.check_knobs("decode", decode_knobs)
         z, lam, f, settings, model = self.decode_latent(data, max_steps=k["max_steps"],
                                                         allow_truncated=k["allow_truncated"],
-                                                        recon_calls=self.recon_calls(k["method"], self._recon_steps(k)))
-        x = reconstruct(model, z, lam, settings, method=k["method"], recon_steps=self._recon_steps(k),
-                        solver=self.solver, flow_logsnr_offset=self._flow_offset(k), progress=self.progress,
-                        precision=self.decode_precision(settings))
-        return tensor_to_pil(x, f.header.channels)
+                                                        recon_calls=self._decode_calls(k))
+        steps = len(f.segments) if k["max_steps"] is None else min(k["max_steps"], len(f.segments))
+        return tensor_to_pil(self._output(model, z, lam, settings, steps, k), f.header.channels)
 
     def _recon_steps(self, knobs: dict) -> int:
         return self.recon_steps if knobs["recon_steps"] is None else knobs["recon_steps"]
@@ -634,19 +698,67 @@ class DiffCCodec(Codec):
             latents[0] = initial_latent(shape, settings)
         n = wanted[-1] if wanted else 0
         h = f.header
-        calls = n + len(wanted) * self.recon_calls(k["method"], self._recon_steps(k))
+        calls = n + len(wanted) * self._decode_calls(k)
         kept = len(wanted) * 3 * h.height * h.width * settings.torch_dtype.itemsize  # the latents kept
         self._check_budget(model, h.height, h.width, settings, calls, "decoding", decoding=True, extra_bytes=kept)
         precision = self.decode_precision(settings)
         replay(model, f.segments[:n], shape, settings, backend=self.backend, progress=self.progress, on_step=keep,
                precision=precision)
         grid = settings.grid()
+        return {step: tensor_to_pil(self._output(model, latents.pop(step), grid[step], settings, step, k),
+                                    f.header.channels)
+                for step in wanted}
+
+    def prefix_files(self, image, data: bytes, steps: Sequence[int], *, no_filter: bool = False,
+                     **decode_knobs) -> dict[int, tuple[bytes, Image.Image]]:
+        """For each k in `steps`: the file `compress(image, steps=k, no_filter=...)` writes and its
+        decode with `decode_knobs`, made from `data` — a file of the same image, by this codec's
+        settings, holding at least max(steps) steps — with one replay of its steps.
+
+        Why this is exact: the sender is prefix-consistent (step k depends only on steps 1..k), so the
+        k-step file's segments are `data`'s first k; only the output filter differs, fitted for k
+        steps. An RD curve of per-rate files then costs one encode (fastdiffc eval does this)."""
+        if "max_steps" in decode_knobs:
+            raise ValueError("prefix_files takes the steps to make files of, not max_steps")
+        no_filter = self.check_knobs("rate", {"no_filter": no_filter})["no_filter"]
+        k = self.check_knobs("decode", {"allow_truncated": True, **decode_knobs})
+        f, settings, model = self.open(data, allow_truncated=True)
+        prep = prepare_image(image)
+        h = f.header
+        if (prep.height, prep.width, prep.channels) != (h.height, h.width, h.channels):
+            raise ValueError(f"the image is {prep.width}x{prep.height} with {prep.channels} channels but the file "
+                             f"holds {h.width}x{h.height} with {h.channels}")
+        if settings.params_version == 1:  # (with_filter would say so too, after the replay)
+            raise ValueError("a version-1 DiffC file predates the output filter; re-encode the image")
+        wanted = sorted(set(int(s) for s in steps))
+        if not wanted or not 1 <= wanted[0] <= wanted[-1] <= len(f.segments):
+            raise ValueError(f"steps must lie in 1..{len(f.segments)} (the file's complete steps)")
+        plain = settings.without_filter()
+        fit = not no_filter
+        calls = wanted[-1] + len(wanted) * (self._filter_calls() * fit + self._decode_calls(k))
+        self._check_budget(model, h.height, h.width, plain, calls, "compressing", decoding=False,
+                           extra_bytes=len(wanted) * 3 * h.height * h.width * plain.torch_dtype.itemsize)
+        latents = {}
+
+        def keep(step, z):
+            if step in wanted:
+                latents[step] = z
+
+        shape = (1, 3, h.height, h.width)
+        replay(model, f.segments[:wanted[-1]], shape, plain, backend=self.backend, progress=self.progress,
+               on_step=keep)  # in the file's precision, as the sender computed
+        grid = plain.grid()
+        # The encoder's filter output is the receiver's when the decode knobs are the codec's defaults.
+        same_decode = (self._filter_applies(k) and self._recon_steps(k) == self.recon_steps
+                       and self._flow_offset(k) == self.flow_logsnr_offset)
         out = {}
         for step in wanted:
-            x = reconstruct(model, latents[step], grid[step], settings, method=k["method"],
-                            recon_steps=self._recon_steps(k), solver=self.solver,
-                            flow_logsnr_offset=self._flow_offset(k), precision=precision)
-            out[step] = tensor_to_pil(x, f.header.channels)
+            z = latents.pop(step)
+            file_settings, x = self._fitted(model, z, grid[step], plain, step, prep.tensor) if fit else (plain, None)
+            if x is None or not same_decode:
+                x = self._output(model, z, grid[step], file_settings, step, k)
+            header = replace(h, params_version=file_settings.params_version, params=file_settings.to_bytes())
+            out[step] = (write(header, f.segments[:step]), tensor_to_pil(x, h.channels))
         return out
 
 

@@ -4,7 +4,8 @@ their parameter block in the .fdc header.
 `DiffCSettings` holds everything both sides need besides the model; `to_bytes` / `from_bytes`
 are the parameter block: version 2 (whole-image model calls, a flat RCC codebook), 3 (version 2
 + the tiling), 4 (version 3 + the tree codebook's levels and beam: every file of RCC scheme
-`tree`), and version 1 (read only: files written before container v2, whose z_0 came from
+`tree`), 5 (version 4 + the encoder's output filter and the step count it was fitted for), and
+version 1 (read only: files written before container v2, whose z_0 came from
 numpy's PCG64 and whose sampling noise came from a torch.Generator). The protocol that uses
 these settings is in `pipelines/diffc.py`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,6 +25,7 @@ from ..container import Reader, put_varint
 from ..diffusion.schedules import get_schedule
 from ..errors import FormatError, InvalidFieldError, UnsupportedVersionError
 from ..precision import PRECISIONS
+from . import output_filter
 from .base import checked_seed
 
 SCHEDULE_IDS = {"linear": 0, "cosine": 1}
@@ -33,9 +36,11 @@ DTYPE_IDS = {"float32": 0, "float64": 1}  # the dtype byte of a version-1 parame
 # codebook (version 3 + its levels and beam; tile 0 = untiled). A new RCC scheme's parameters
 # bump the version, so files of the flat schemes stay byte for byte what they were (2 or 3).
 # 1 = numpy PCG64 z_0 + torch.Generator noise, read only.
+# 5 = version 4 + the output filter (any scheme; written by DiffCCodec unless output_filter=False).
 PARAMS_VERSION = 2
 TREE_PARAMS_VERSION = 4
-PARAMS_VERSIONS = (1, 2, 3, 4)
+FILTER_PARAMS_VERSION = 5
+PARAMS_VERSIONS = (1, 2, 3, 4, 5)
 # The RCC settings a scheme brings when only the scheme is chosen (the codec's `scheme` setting or
 # knob; explicit bits_per_chunk / margin / levels / beam override them). pfr: b = 10, margin 2 bits
 # (docs/design.md §4). tree (bits_per_chunk = bits per level): 12 levels of 4 bits, beam 8, margin 3
@@ -105,6 +110,11 @@ class DiffCSettings:
     # The tree codebook's depth and beam width (version 4, scheme tree); 0 for the flat schemes.
     levels: int = SCHEME_DEFAULTS[DEFAULT_SCHEME]["levels"]
     beam: int = SCHEME_DEFAULTS[DEFAULT_SCHEME]["beam"]
+    # The encoder's output filter (version 5; output_filter.py): it was fitted to the flow
+    # reconstruction after `filter_steps` steps, so it applies only when exactly that many steps are
+    # decoded (a truncated file or max_steps decodes unfiltered). 0 = no filter (and no codes).
+    filter_steps: int = 0
+    filter_codes: tuple[int, ...] = ()
 
     def __post_init__(self):
         checked_seed(self.seed)
@@ -125,10 +135,11 @@ class DiffCSettings:
             object.__setattr__(self, "params_version", TREE_PARAMS_VERSION)  # the tree's fields: version 4
         if tile and self.params_version == 2:
             object.__setattr__(self, "params_version", 3)  # tiling is recorded: version 3
-        if self.scheme == "tree" and self.params_version != TREE_PARAMS_VERSION:
-            raise ValueError(f"RCC scheme tree needs parameter version {TREE_PARAMS_VERSION}, "
-                             f"not {self.params_version}")
-        if self.params_version == 3 or (self.params_version == 4 and (tile or overlap)):
+        tree_fields = self.params_version in (TREE_PARAMS_VERSION, FILTER_PARAMS_VERSION)
+        if self.scheme == "tree" and not tree_fields:
+            raise ValueError(f"RCC scheme tree needs parameter version {TREE_PARAMS_VERSION} or "
+                             f"{FILTER_PARAMS_VERSION}, not {self.params_version}")
+        if self.params_version == 3 or (tree_fields and (tile or overlap)):
             lo, hi = TILE_LIMITS
             if not (lo <= tile <= hi and tile % 16 == 0):
                 raise ValueError(f"tile must be a multiple of 16 in {lo}..{hi} (parameter version "
@@ -136,12 +147,13 @@ class DiffCSettings:
             if not (0 <= overlap <= tile // 4 and overlap % 2 == 0):
                 raise ValueError(f"tile_overlap must be an even number in 0..tile/4 = {tile // 4}, got {overlap}")
         elif tile or overlap:
-            raise ValueError(f"tiled model calls need parameter version 3 or 4, not {self.params_version}")
+            raise ValueError(f"tiled model calls need parameter version 3, 4 or 5, not {self.params_version}")
         object.__setattr__(self, "tile", tile)
         object.__setattr__(self, "tile_overlap", overlap)
-        if (self.levels or self.beam) and self.params_version != TREE_PARAMS_VERSION:
-            raise ValueError(f"levels and beam need parameter version {TREE_PARAMS_VERSION}, "
-                             f"not {self.params_version}")
+        if (self.levels or self.beam) and not tree_fields:
+            raise ValueError(f"levels and beam need parameter version {TREE_PARAMS_VERSION} or "
+                             f"{FILTER_PARAMS_VERSION}, not {self.params_version}")
+        self._check_filter()
         # RCCSettings validates b, the margin and the tree's levels / beam (rcc_tree.check_tree_args).
         object.__setattr__(self, "rcc_settings", rcc.RCCSettings.create(self.bits_per_chunk, self.margin, self.scheme,
                                                                         self.levels, self.beam))
@@ -154,11 +166,26 @@ class DiffCSettings:
             object.__setattr__(self, name, _f32(v))
         get_schedule(self.schedule, self.logsnr_min, self.logsnr_max)  # validates the end points
 
+    def _check_filter(self) -> None:
+        steps, codes = self.filter_steps, tuple(self.filter_codes)
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= self.grid_steps:
+            raise ValueError(f"filter_steps must be an integer in 0..grid_steps = {self.grid_steps}, got {steps!r}")
+        if (steps or codes) and self.params_version != FILTER_PARAMS_VERSION:
+            raise ValueError(f"an output filter needs parameter version {FILTER_PARAMS_VERSION}, "
+                             f"not {self.params_version}")
+        if steps:
+            output_filter.check_codes(codes)
+        elif codes:
+            raise ValueError("output filter codes without the step count they were fitted for (filter_steps 0)")
+        object.__setattr__(self, "filter_codes", codes)
+
     # -- header serialisation ------------------------------------------------------------
     # Version 2: seed, schedule, λ range (2 x f32), grid steps, b, margin/16, scheme; the dtype is
     # the container header's precision. Version 1 had the same fields plus a dtype byte at the end.
     # Version 3 is version 2 followed by the tile side and overlap (2 varints). Version 4 is version 3
     # (tile 0 = untiled) followed by the tree's levels and beam (2 varints; 0 for a flat scheme).
+    # Version 5 is version 4 followed by the filter's step count (varint) and, when it is not 0, the
+    # filter block (output_filter.encode_block: an id byte and 21 int16 codes).
     def to_bytes(self) -> bytes:
         out = bytearray()
         put_varint(out, self.seed)
@@ -170,12 +197,16 @@ class DiffCSettings:
         out.append(SCHEME_IDS[self.scheme])
         if self.params_version == 1:
             out.append(DTYPE_IDS[self.dtype])
-        if self.params_version in (3, 4):
+        if self.params_version >= 3:
             put_varint(out, self.tile)
             put_varint(out, self.tile_overlap)
-        if self.params_version == 4:
+        if self.params_version >= TREE_PARAMS_VERSION:
             put_varint(out, self.levels)
             put_varint(out, self.beam)
+        if self.params_version == FILTER_PARAMS_VERSION:
+            put_varint(out, self.filter_steps)
+            if self.filter_steps:
+                out += output_filter.encode_block(self.filter_codes)
         return bytes(out)
 
     @classmethod
@@ -196,11 +227,16 @@ class DiffCSettings:
         names = [(SCHEDULE_IDS, sched, "schedule"), (SCHEME_IDS, scheme, "RCC scheme")]
         if version == 1:
             names.append((DTYPE_IDS, r.u8("dtype"), "dtype"))
-        tile = overlap = levels = beam = 0
-        if version in (3, 4):
+        tile = overlap = levels = beam = filter_steps = 0
+        filter_codes = ()
+        if version >= 3:
             tile, overlap = r.varint("tile"), r.varint("tile overlap")
-        if version == 4:
+        if version >= TREE_PARAMS_VERSION:
             levels, beam = r.varint("tree levels"), r.varint("tree beam")
+        if version == FILTER_PARAMS_VERSION:
+            filter_steps = r.varint("output filter steps")
+            if filter_steps:
+                filter_codes = output_filter.decode_block(r, "DiffC")
         if not r.done():
             raise FormatError("malformed DiffC parameters: trailing bytes")
         decoded = []
@@ -214,12 +250,12 @@ class DiffCSettings:
             raise InvalidFieldError(f"DiffC parameters say {dtype} but the header's precision is {precision}")
         if dtype not in PRECISIONS:
             raise InvalidFieldError(f"DiffC computes in {', '.join(PRECISIONS)}, not {dtype}")
-        if decoded[1] == "tree" and version != TREE_PARAMS_VERSION:  # (construction would upgrade it)
+        if decoded[1] == "tree" and version < TREE_PARAMS_VERSION:  # (construction would upgrade it)
             raise InvalidFieldError(f"RCC scheme tree in a version-{version} DiffC parameter block "
-                                    f"(it needs version {TREE_PARAMS_VERSION})")
+                                    f"(it needs version {TREE_PARAMS_VERSION} or {FILTER_PARAMS_VERSION})")
         try:
             return cls(seed, decoded[0], lo, hi, grid_steps, bits, margin, decoded[1], dtype, version, tile, overlap,
-                       levels, beam)
+                       levels, beam, filter_steps, filter_codes)
         except ValueError as e:
             raise InvalidFieldError(f"invalid DiffC parameters: {e}") from None
 
@@ -245,6 +281,29 @@ class DiffCSettings:
             tile = tile_overlap = 0
         # __post_init__ derives the version from the scheme and the tiling.
         return replace(self, params_version=PARAMS_VERSION, tile=tile, tile_overlap=tile_overlap)
+
+    def with_filter(self, steps: int, codes: Sequence[int]) -> DiffCSettings:
+        """These settings with an output filter fitted after `steps` steps (version 5). All-zero codes
+        (the encoder found no filter that helps) are written too: a file's size then depends only on
+        its steps, which the bpp search relies on; the decoder skips them (filter_for)."""
+        if self.params_version == 1:
+            raise ValueError("a version-1 DiffC parameter block predates the output filter")
+        return replace(self, params_version=FILTER_PARAMS_VERSION, filter_steps=int(steps),
+                       filter_codes=tuple(int(c) for c in codes) if steps else ())
+
+    def without_filter(self) -> DiffCSettings:
+        """These settings without an output filter, in the least version that holds the rest."""
+        if self.params_version != FILTER_PARAMS_VERSION:
+            return self
+        # __post_init__ derives the version from the scheme and the tiling (a pfr file without tiling: 2).
+        return replace(self, params_version=PARAMS_VERSION, filter_steps=0, filter_codes=())
+
+    def filter_for(self, steps: int) -> tuple[int, ...] | None:
+        """The output filter's codes if `steps` decoded steps are the ones it was fitted for (and it
+        is not the identity: all-zero codes), else None."""
+        if self.filter_steps and steps == self.filter_steps and any(self.filter_codes):
+            return self.filter_codes
+        return None
 
     def with_scheme(self, scheme: str) -> DiffCSettings:
         """These settings with another RCC scheme and that scheme's RCC defaults (SCHEME_DEFAULTS)."""

@@ -50,7 +50,7 @@ from ..diffusion.vp import posterior_coefficients_f
 from ..errors import InvalidFieldError
 from ..image_io import prepare_image, tensor_to_pil
 from ..models.residual import dihedral_predictions, ensemble_mean
-from . import dirac_filter
+from . import output_filter
 from .base import (
     Budget,
     Codec,
@@ -65,7 +65,7 @@ from .base import (
 
 # Parameter block: version 1 = the seed; version 2 = the seed and the encoder's output gain code;
 # version 3 (written since the output filter, the default) = the seed and the encoder's output
-# filter (dirac_filter.py). All three decode.
+# filter (output_filter.py). All three decode.
 PARAMS_VERSION = 3
 PARAMS_VERSIONS = (1, 2, 3)
 # The 0-step output gain the encoder chooses per image and writes into the file: γ = code / 64,
@@ -109,12 +109,12 @@ def sample_bounds(r0: torch.Tensor, beta: float, window: int):
 
 
 def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, trajectory=None,
-            precision: str = "float32", gain: float = 1.0, output_filter=None) -> torch.Tensor:
+            precision: str = "float32", gain: float = 1.0, filter_codes=None) -> torch.Tensor:
     """DIRAC's decoder for a base reconstruction x_base [1, 3, H, W] in [-1, 1]: the output after
     `steps` ancestral steps (0 = the MMSE post-filter). `trajectory(k, x̂_k)` sees every snapshot.
     Model calls run in `precision` (precision.py); the sampler's own arithmetic in float32.
     `gain` γ shrinks the 0-step output's residual (the model's rate-dependent table, or the file's
-    signalled gain); `output_filter`, a file's filter codes (dirac_filter.py), replaces it by the
+    signalled gain); `filter_codes`, a file's output filter (output_filter.py), replaces it by the
     encoder's least-squares filter. Neither touches what the sampler does: it always continues
     from the unshrunk plain first prediction (not the self-ensembled one a model's `ensemble`
     makes the 0-step output from: averaging smooths it, and the sampler and its bound would
@@ -129,8 +129,8 @@ def enhance(model, x_base: torch.Tensor, cond, *, steps: int, seed: int, traject
     model = precisions.for_model(model, precision)  # returns float32 whatever it computes in
     with model_threads():
         z, r_out, r_hat = _first_prediction(model, x_base, cond, seed, lams[0], spec.ensemble)
-        if output_filter is not None:
-            first = dirac_filter.apply(r_out / k_r, x_base, output_filter).clamp(-1, 1)
+        if filter_codes is not None:
+            first = output_filter.apply(r_out / k_r, x_base, filter_codes).clamp(-1, 1)
         else:
             first = (x_base + gain * r_out / k_r).clamp(-1, 1)
         if trajectory is not None:
@@ -202,7 +202,7 @@ def _encode_params(seed: int, gain_code: int | None = None, filter_codes=None) -
     if gain_code is not None:
         out.append(gain_code)
     if filter_codes is not None:
-        out += dirac_filter.encode_block(filter_codes)
+        out += output_filter.encode_block(filter_codes)
     return bytes(out)
 
 
@@ -227,7 +227,7 @@ def _decode_params(data: bytes, version: int) -> Params:
         if code > MAX_GAIN_CODE:
             raise InvalidFieldError(f"invalid DIRAC parameters: gain code {code} is outside 0..{MAX_GAIN_CODE}")
     elif version == 3:
-        codes = dirac_filter.decode_block(r)
+        codes = output_filter.decode_block(r)
     if not r.done():
         raise InvalidFieldError("malformed DIRAC parameters: trailing bytes")
     return Params(seed, code, codes)
@@ -367,7 +367,7 @@ class DiracCodec(Codec):
                         prep.height, prep.width, prep.channels, precision=self._resolved_precision,
                         params_version=_params_version(mode),
                         params=_encode_params(self.seed, 0 if mode == "signalled" else None,
-                                              (0,) * dirac_filter.NUM_CODES if mode == "filter" else None))
+                                              (0,) * output_filter.NUM_CODES if mode == "filter" else None))
 
         def finish(payload: bytes) -> bytes:
             # The gain code is one byte whatever its value, so the sizes below hold for the final file.
@@ -375,7 +375,7 @@ class DiracCodec(Codec):
                 return write(header, [payload])
             x_base, d = self._zero_step(model, base, payload, prep.width, prep.height)
             if mode == "filter":
-                params = _encode_params(self.seed, filter_codes=dirac_filter.choose_codes(d, x_base, prep.tensor))
+                params = _encode_params(self.seed, filter_codes=output_filter.choose_codes(d, x_base, prep.tensor))
             else:
                 params = _encode_params(self.seed, _least_squares_gain_code(d, prep.tensor - x_base))
             return write(dataclasses.replace(header, params=params), [payload])
@@ -484,7 +484,7 @@ class DiracCodec(Codec):
         x_base = _base_tensor(f.plain)
         cond = f.model.conditioning(x_base, f.plain.codec, f.plain.bpp, f.plain.quality)
         return enhance(f.model, x_base, cond, steps=steps, seed=f.seed, trajectory=trajectory,
-                       precision=f.precision, gain=f.gain(), output_filter=f.filter_codes)
+                       precision=f.precision, gain=f.gain(), filter_codes=f.filter_codes)
 
     @classmethod
     def describe_params(cls, header) -> dict:
@@ -493,7 +493,7 @@ class DiracCodec(Codec):
         params = _decode_params(header.params, header.params_version)
         out = {"params_version": header.params_version, "seed": params.seed}
         if params.filter_codes is not None:
-            out["output_filter"] = (f"{dirac_filter.NUM_CODES} least-squares weights /{dirac_filter.CODE_DENOM} "
+            out["output_filter"] = (f"{output_filter.NUM_CODES} least-squares weights /{output_filter.CODE_DENOM} "
                                     f"(signalled): {' '.join(map(str, params.filter_codes))}")
         elif params.gain_code is not None:
             out["output_gain"] = f"{params.gain_code}/{GAIN_DENOM} (signalled)"

@@ -1,10 +1,13 @@
-"""DIRAC's signalled output filter (docs/design.md §4b): the encoder's least-squares correction
-of the 0-step output, written into the file as a few integers.
+"""An encoder-fitted output filter (docs/design.md §4, §4b): the encoder's least-squares
+correction of a reconstruction, written into the file as a few integers. DIRAC applies it to its
+0-step output (x_base = the base codec's decode, d = the model's residual estimate); DiffC to its
+flow reconstruction (x_base = the flow ODE's output, d = the denoiser mean at z_K minus it).
 
-The model's 0-step output x_base + r̂_0/K_r is an MMSE estimate *on average over the training
-photos*; only the encoder has the original, so only it can say how this image's estimate should
-be weighed. Version 2 of the parameter block signals one gain γ (x_base + γ d, d = r̂_0/K_r).
-The filter generalises it to a linear combination, per output channel c, of fixed features:
+In DIRAC's terms (where it was designed): the model's 0-step output x_base + r̂_0/K_r is an MMSE
+estimate *on average over the training photos*; only the encoder has the original, so only it
+can say how this image's estimate should be weighed. Version 2 of DIRAC's parameter block signals
+one gain γ (x_base + γ d, d = r̂_0/K_r). The filter generalises it to a linear combination, per
+output channel c, of fixed features:
 
     x̂_c = x_base,c + Σ_j w_cj f_cj
 
@@ -143,14 +146,17 @@ def encode_block(codes) -> bytes:
     return bytes([FILTER_ID]) + struct.pack(f"<{NUM_CODES}h", *codes)
 
 
-def decode_block(reader) -> tuple[int, ...]:
+def decode_block(reader, pipeline: str = "DIRAC") -> tuple[int, ...]:
     """The codes of a filter block read from a container Reader (the id checked)."""
     filter_id = reader.u8("output filter id")
     if filter_id != FILTER_ID:
-        raise InvalidFieldError(f"invalid DIRAC parameters: output filter {filter_id} is unknown "
+        raise InvalidFieldError(f"invalid {pipeline} parameters: output filter {filter_id} is unknown "
                                 f"(this version knows {FILTER_ID})")
     return struct.unpack(f"<{NUM_CODES}h", reader.take(2 * NUM_CODES, "output filter coefficients"))
 
 
-__all__ = ["CODE_DENOM", "FILTER_ID", "NUM_CODES", "NUM_FEATURES", "apply", "choose_codes", "decode_block",
-           "encode_block", "features", "fit_codes", "gaussian_blur"]
+BLOCK_BYTES = 1 + 2 * NUM_CODES  # encode_block's size: the id byte and the int16 codes
+
+
+__all__ = ["BLOCK_BYTES", "CODE_DENOM", "FILTER_ID", "NUM_CODES", "NUM_FEATURES", "apply", "choose_codes",
+           "decode_block", "encode_block", "features", "fit_codes", "gaussian_blur"]
